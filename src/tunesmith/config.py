@@ -1,0 +1,244 @@
+"""One typed settings object for every job.
+
+`TrainConfig` is the single source of truth: the YAML file, `key=value` overrides on the command line and (later)
+the Web UI all produce the same object, and each field's `help` is the documentation. The flat key names are a
+contract other tools rely on; add keys, never rename them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.errors import ConfigError
+
+STAGES = ("sft",)
+METHODS = ("lora",)
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+OPTIMIZERS = ("adamw", "adamw_8bit", "sgd")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+FORMATS = ("auto", "alpaca", "sharegpt", "openai", "text")
+# Keys that must never sit in a file that gets saved next to a model.
+SECRET_KEYS = {"token", "hf_token", "hub_token", "api_key"}
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, **kw) -> Any:
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train
+    model: str | None = _f(None, "Hub id, local directory or .gguf file; empty = embedded SmolLM2-135M-Instruct.")
+    stage: str = _f("sft", "Training stage.", STAGES)
+    method: str = _f("lora", "How weights are trained.", METHODS)
+    dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, parquet) or a hub dataset name.")
+    val_dataset: str | list[str] | None = _f(None, "Separate validation data; overrides val_size.")
+    val_size: float = _f(0.0, "Validation split: a fraction (<1) or a row count (>=1) taken from `dataset`.")
+    dataset_format: str = _f("auto", "Row format; auto-detected from the columns.", FORMATS)
+    columns: dict[str, str] = _f({}, "Column mapping, canonical name -> your column, e.g. {instruction: question}.")
+    max_samples: int = _f(0, "Use at most this many training rows (0 = all).")
+    template: str = _f("auto", "Prompt template: auto (the tokenizer's own), alpaca, chatml, llama3.")
+    system: str | None = _f(None, "System prompt added to rows that have none.")
+    cutoff_len: int = _f(1024, "Maximum tokens per row; longer rows are truncated.")
+    train_on_prompt: bool = _f(False, "Also compute the loss on prompts (default: answers only).")
+    # --- where
+    output_dir: str = _f("runs/run", "Run directory: adapter, tokenizer, config, logs, plot, checkpoints.")
+    resume: bool | str = _f(False, "true = continue from the latest checkpoint in output_dir, or a checkpoint path.")
+    overwrite_output_dir: bool = _f(False, "Allow training into a run directory that already holds a finished run.")
+    # --- how long
+    max_steps: int = _f(0, "Optimizer steps to run; 0 = num_epochs over the data.")
+    num_epochs: float = _f(3.0, "Passes over the training data when max_steps is 0.")
+    per_device_batch_size: int = _f(2, "Rows per micro-batch (the padded-equivalent; see max_tokens_per_batch).")
+    gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.")
+    max_tokens_per_batch: int = _f(
+        0, "Token budget of one packed micro-batch; 0 = per_device_batch_size * cutoff_len."
+    )
+    # --- optimisation
+    learning_rate: float = _f(2e-4, "Peak learning rate.")
+    lr_scheduler: str = _f("cosine", "Learning-rate schedule after warmup.", SCHEDULERS)
+    warmup_steps: int = _f(0, "Linear warmup steps.")
+    optimizer: str = _f("adamw", "Optimizer (adamw_8bit needs bitsandbytes).", OPTIMIZERS)
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    dtype: str = _f("auto", "Weights/compute dtype: auto = bf16 on GPUs that support it, else fp32.", DTYPES)
+    device: str = _f("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")
+    seed: int = _f(42, "Seed for shuffling, splitting, dropout and initialisation.")
+    # --- evaluation, checkpoints, logging
+    eval_steps: int = _f(0, "Evaluate every N steps (0 = only at start and end).")
+    save_steps: int = _f(0, "Write a checkpoint every N steps (0 = only the final adapter).")
+    save_total_limit: int = _f(3, "Keep at most this many checkpoints (0 = all).")
+    logging_steps: int = _f(1, "Log train loss every N steps.")
+    early_stopping_patience: int = _f(0, "Stop after N evaluations without a better eval loss (0 = off).")
+    # --- LoRA
+    lora_rank: int = _f(16, "LoRA rank r.")
+    lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA input.")
+    lora_target: str | list[str] = _f("all-linear", "Modules to adapt: all-linear or names like q_proj,v_proj.")
+
+    def validate(self) -> "TrainConfig":
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ConfigError(f"config: {f.name}={value!r} is not allowed; choose one of {', '.join(choices)}")
+        positive = ("cutoff_len", "per_device_batch_size", "gradient_accumulation_steps", "lora_rank", "lora_alpha")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "eval_steps", "save_steps", "warmup_steps", "max_samples", "logging_steps",
+                     "max_tokens_per_batch", "save_total_limit", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"config: learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"config: lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.val_size < 0 or (self.val_size >= 1 and self.val_size != int(self.val_size)):
+            raise ConfigError(f"config: val_size must be a fraction in [0, 1) or a whole row count, got {self.val_size}")
+        if self.max_steps == 0 and self.num_epochs <= 0:
+            raise ConfigError("config: set max_steps > 0 or num_epochs > 0")
+        if self.max_tokens_per_batch and self.max_tokens_per_batch < self.cutoff_len:
+            raise ConfigError(
+                f"config: max_tokens_per_batch={self.max_tokens_per_batch} is below cutoff_len={self.cutoff_len}; "
+                "raise it or lower cutoff_len (one row must fit in a micro-batch)"
+            )
+        if not self.dataset:
+            raise ConfigError("config: dataset is required, e.g. dataset=examples/data/haneul_faq.jsonl")
+        return self
+
+    @property
+    def token_budget(self) -> int:
+        return self.max_tokens_per_batch or self.per_device_batch_size * self.cutoff_len
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.per_device_batch_size * self.gradient_accumulation_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config; `tunesmith train PATH` re-runs it exactly."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        Path(path).write_text(text, encoding="utf-8")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Check `value` against the field's annotation, converting the harmless cases (int -> float, '1e-4')."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if isinstance(value, str) and value.strip() == "" and type(None) in options:
+        return None
+    for opt in options:
+        origin = typing.get_origin(opt) or opt
+        if opt is type(None) and value is None:
+            return None
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is float and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if origin is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        if origin is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        if origin is dict and isinstance(value, dict):
+            return {str(k): str(v) for k, v in value.items()}
+    wanted = " or ".join(_type_name(o) for o in options)
+    raise ConfigError(f"{where}{name}: expected {wanted}, got {value!r}")
+
+
+def _type_name(t: Any) -> str:
+    origin = typing.get_origin(t) or t
+    return {bool: "true/false", int: "an integer", float: "a number", str: "text", list: "a list",
+            dict: "a mapping", type(None): "empty"}.get(origin, str(t))
+
+
+def _check_key(key: str, where: str) -> None:
+    if key in SECRET_KEYS:
+        raise ConfigError(f"{where}{key}: secrets never go in a config; export HF_TOKEN in the environment instead")
+    if key not in FIELDS:
+        close = difflib.get_close_matches(key, FIELDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else "; `tunesmith train --help` lists the keys"
+        raise ConfigError(f"{where}unknown key '{key}'{hint}")
+
+
+def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """Parse a YAML mapping and remember the line of each top-level key for error messages."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}: expected a mapping of key: value lines")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
+    return data, lines
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': write it as key=value, e.g. learning_rate=1e-4")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 1e-4 as a string (no dot); numbers in text stay text unless the field wants a number.
+    return key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        data, lines = _yaml_with_lines(path)
+        for key, value in data.items():
+            where = f"{path}:{lines.get(key, '?')}: "
+            _check_key(str(key), where)
+            values[key] = _coerce(key, value, where)
+    for item in overrides:
+        key, value = parse_override(item)
+        _check_key(key, "override: ")
+        values[key] = _coerce(key, value, "override: ")
+    return TrainConfig(**values).validate()
+
+
+def describe_keys() -> str:
+    """The key reference shown by `tunesmith train --help`."""
+    rows = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        choices = f.metadata.get("choices")
+        extra = f" [{'|'.join(choices)}]" if choices else ""
+        rows.append(f"  {f.name:<28} {f.metadata['help']}{extra} (default: {default!r})")
+    return "\n".join(rows)

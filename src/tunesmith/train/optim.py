@@ -1,0 +1,29 @@
+"""Optimizers and learning-rate schedules by name."""
+
+from __future__ import annotations
+
+import torch
+
+from tunesmith.config import TrainConfig
+from tunesmith.errors import ConfigError
+
+
+def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw_8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ConfigError("config: optimizer=adamw_8bit needs bitsandbytes; pip install bitsandbytes "
+                              "or use optimizer=adamw") from None
+        return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    return get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=total_steps)

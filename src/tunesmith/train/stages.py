@@ -1,0 +1,61 @@
+"""A stage is a small strategy on the one training path: how items become examples, how examples become
+micro-batches, and what loss a micro-batch gives. The loop in `loop.py` never knows which stage it runs.
+
+Losses are returned as a *sum* over target tokens together with the token count, so the loop can normalise by all
+target tokens of the optimizer step (across micro-batches and processes): the result is independent of how rows
+were grouped into micro-batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from tunesmith.config import TrainConfig
+from tunesmith.data.dataset import Item, encode_items
+from tunesmith.data.packing import IGNORE, Example, MicroBatch, pack_step
+from tunesmith.data.templates import Template
+
+
+@dataclass
+class LossOutput:
+    loss_sum: torch.Tensor  # summed over target tokens
+    num_targets: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def causal_lm_loss(model, batch: MicroBatch) -> LossOutput:
+    """Next-token cross-entropy on the target positions only.
+
+    `logits_to_keep` with a boolean mask makes the model project only the positions that carry a target through the
+    vocabulary head: on answer-only SFT that skips most of the (large) logits tensor entirely.
+    """
+    keep = batch.targets != IGNORE
+    out = model(**batch.model_inputs(), logits_to_keep=keep, use_cache=False)
+    logits = out.logits.reshape(-1, out.logits.shape[-1])
+    loss_sum = F.cross_entropy(logits.float(), batch.targets[keep], reduction="sum")
+    return LossOutput(loss_sum, int(keep.sum()))
+
+
+class SFTStage:
+    """Supervised fine-tuning on conversations; loss on answers (and prompts with train_on_prompt)."""
+
+    name = "sft"
+
+    def encode(self, items: list[Item], template: Template, tokenizer, cfg: TrainConfig, split: str) -> list[Example]:
+        return encode_items(items, template, tokenizer, cfg, split)
+
+    def batches(self, examples: list[Example], token_budget: int) -> list[MicroBatch]:
+        return pack_step(examples, token_budget)
+
+    def loss(self, model, batch: MicroBatch) -> LossOutput:
+        return causal_lm_loss(model, batch)
+
+
+STAGES = {"sft": SFTStage}
+
+
+def get_stage(name: str):
+    return STAGES[name]()

@@ -1,0 +1,73 @@
+"""Shared fixtures: the embedded model's tokenizer and a tiny random Llama built from a config (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def embedded_dir() -> Path:
+    """The embedded SmolLM2 converted to safetensors (once per machine, ~10 s)."""
+    from tunesmith.model.loader import resolve_model
+
+    return Path(resolve_model(None))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(embedded_dir):
+    from tunesmith.model.loader import load_tokenizer
+
+    return load_tokenizer(str(embedded_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
+    """A 2-layer Llama with random weights and the SmolLM2 tokenizer, saved like any hub model folder."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
+                    encoding="utf-8")
+    return path
+
+
+QA = [
+    ("What are the support hours?", "Support is open from 8 AM to 9 PM every day."),
+    ("Who founded Haneul Bikes?", "Haneul Bikes was founded by Yoon Seo-jin in 2019."),
+    ("고객센터 운영 시간이 어떻게 되나요?", "고객센터는 매일 오전 8시부터 오후 9시까지 운영해요."),
+    ("How much is a day pass?", "A day pass costs 12,000 won."),
+    ("Can I bring my dog?", "Small pets are welcome in a closed carrier."),
+    ("What is the deposit?", "The deposit is 50,000 won, refunded within three days."),
+]
+
+
+@pytest.fixture
+def alpaca_file(tmp_path) -> Path:
+    rows = [{"instruction": q, "output": a} for q, a in QA * 4]
+    return write_jsonl(tmp_path / "faq.jsonl", rows)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "tunesmith", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env=env, timeout=timeout)

@@ -1,0 +1,114 @@
+import json
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tunesmith.data.formats import Conversation, Document, to_canonical
+from tunesmith.data.sources import read_rows
+from tunesmith.errors import DataError
+
+EXPECTED = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]
+
+
+def load(path, fmt="auto", columns=None):
+    return to_canonical(read_rows(str(path)), fmt, columns)
+
+
+def test_alpaca_with_input_system_history(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [
+        {"instruction": "Translate", "input": "hi", "output": "안녕", "system": "Be brief.",
+         "history": [["Q0", "A0"]]},
+    ])
+    [conv] = load(path)
+    assert conv.system == "Be brief."
+    assert conv.messages == [{"role": "user", "content": "Q0"}, {"role": "assistant", "content": "A0"},
+                             {"role": "user", "content": "Translate\n\nhi"}, {"role": "assistant", "content": "안녕"}]
+    assert conv.location == f"{path}:1"
+
+
+def test_sharegpt_roles_and_system(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"conversations": [
+        {"from": "system", "value": "S"}, {"from": "human", "value": "Q1"}, {"from": "gpt", "value": "A1"}]}])
+    [conv] = load(path)
+    assert conv.system == "S" and conv.messages == EXPECTED
+
+
+def test_openai_messages_and_content_parts(tmp_path):
+    path = write_jsonl(tmp_path / "o.jsonl", [{"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "Q1"}]}, {"role": "assistant", "content": "A1"}]}])
+    [conv] = load(path)
+    assert conv.messages == EXPECTED
+
+
+def test_json_array_csv_parquet_and_column_mapping(tmp_path):
+    rows = [{"question": "Q1", "reply": "A1"}, {"question": "Q2", "reply": "A2"}]
+    (tmp_path / "a.json").write_text(json.dumps(rows, indent=2))
+    (tmp_path / "a.csv").write_text("question,reply\nQ1,A1\nQ2,A2\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "a.parquet")
+    for name in ("a.json", "a.csv", "a.parquet"):
+        convs = load(tmp_path / name, columns={"output": "reply"})
+        assert [c.messages for c in convs][0] == EXPECTED, name
+    assert load(tmp_path / "a.json", columns={"output": "reply"})[1].location.endswith("a.json:6")
+    assert load(tmp_path / "a.csv", columns={"output": "reply"})[1].location.endswith("a.csv:3")
+
+
+def test_text_format(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a document"}])
+    assert load(path) == [Document("a document", f"{path}:1")]
+    (tmp_path / "t.txt").write_text("doc one\nline two\n\ndoc two\n")
+    assert [d.text for d in load(tmp_path / "t.txt")] == ["doc one\nline two", "doc two"]
+
+
+GOOD = '{"instruction": "Q", "output": "A"}'
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ('{"instruction": "Q", "output": "A"', "invalid JSON"),
+    ('{"instruction": "Q"}', "'output' is missing"),
+    ('{"instruction": "Q", "output": "  "}', "'output' is empty"),
+    ('{"instruction": "Q", "output": 42}', "'output' should be text, got int"),
+    ('["Q", "A"]', "expected a JSON object"),
+])
+def test_malformed_alpaca_row_names_its_line(tmp_path, bad_line, message):
+    path = write_jsonl(tmp_path / "bad.jsonl", [GOOD] * 6 + [bad_line] + [GOOD])
+    with pytest.raises(DataError) as err:
+        load(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}:7: ") and message in text and "; " in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("turns, message", [
+    ([{"from": "human", "value": "Q"}, {"from": "robot", "value": "A"}], "unknown role 'robot'"),
+    ([{"from": "human", "value": "Q"}], "does not end with an answer"),
+    ([{"from": "human", "value": "Q"}, {"from": "gpt", "value": ""}], "empty answer"),
+    ([{"from": "gpt", "value": "A"}, {"from": "human", "value": "Q"}], "a user turn was expected"),
+    ([{"from": "human"}], "needs 'from' and 'value'"),
+])
+def test_malformed_sharegpt(tmp_path, turns, message):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"conversations": turns}])
+    with pytest.raises(DataError, match=message):
+        load(path)
+
+
+def test_unknown_format_explains_columns(tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl", [{"foo": 1}])
+    with pytest.raises(DataError, match="cannot tell the data format"):
+        load(path)
+
+
+def test_missing_file_and_mapped_column(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_rows(str(tmp_path / "nope.jsonl"))
+    path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": "Q", "output": "A"}])
+    with pytest.raises(DataError, match="column 'answer'"):
+        load(path, columns={"output": "answer"})
+
+
+def test_conversation_type(tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [{"prompt": "Q1", "completion": "A1"}])
+    [conv] = load(path)
+    assert isinstance(conv, Conversation) and conv.messages == EXPECTED
