@@ -67,7 +67,7 @@ def alpaca_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "faq.jsonl", rows)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "tunesmith", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=timeout)

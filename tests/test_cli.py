@@ -4,6 +4,7 @@ import json
 
 from tests.conftest import QA, run_cli, write_jsonl
 
+SECRET = "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123"
 LAYOUT = {"adapter_config.json", "adapter_model.safetensors", "config.yaml", "trainer_log.jsonl", "loss.png",
           "tokenizer.json", "tokenizer_config.json", "tensorboard", "checkpoints", "README.md"}
 
@@ -12,8 +13,12 @@ def test_train_cli_end_to_end(tiny_model_dir, alpaca_file, tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", f"model={tiny_model_dir}", f"dataset={alpaca_file}", f"output_dir={out}",
                      "max_steps=12", "per_device_batch_size=2", "gradient_accumulation_steps=2", "val_size=4",
-                     "learning_rate=1e-2", "eval_steps=4", "save_steps=4", "logging_steps=2", "warmup_steps=0")
+                     "learning_rate=1e-2", "eval_steps=4", "save_steps=4", "logging_steps=2", "warmup_steps=0",
+                     env={"HF_TOKEN": SECRET})
     assert result.returncode == 0, result.stderr[-2000:]
+    assert SECRET not in result.stdout + result.stderr
+    for path in out.rglob("*"):
+        assert not path.is_file() or SECRET.encode() not in path.read_bytes(), path
     assert f"adapter: {out}/adapter_model.safetensors" in result.stdout and "loss.png" in result.stdout
     assert LAYOUT <= {p.name for p in out.iterdir()}
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-4", "step-8"]
@@ -68,3 +73,10 @@ def test_config_errors_are_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     result = run_cli("train", str(tmp_path / "missing.yaml"))
     assert result.returncode == 2 and "config file not found" in result.stderr
+
+
+def test_hub_names_fail_offline_with_one_line(tmp_path):
+    result = run_cli("train", "dataset=someone/no-such-dataset", "model=someone/no-such-model",
+                     f"output_dir={tmp_path / 'r'}", env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert result.returncode == 2 and "could not load the hub dataset" in result.stderr
+    assert "Traceback" not in result.stderr

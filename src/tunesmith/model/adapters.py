@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tunesmith.config import TrainConfig
+from tunesmith.errors import ConfigError
 
 
 def lora_targets(cfg: TrainConfig) -> str | list[str]:
@@ -25,7 +26,11 @@ def attach_adapter(model, cfg: TrainConfig):
     )
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as e:  # peft names the missing modules; keep its first line
+        raise ConfigError(f"config: lora_target={cfg.lora_target!r} does not fit this model "
+                          f"({str(e).splitlines()[0][:160]}); use all-linear or names like q_proj,v_proj") from None
 
 
 def count_parameters(model) -> tuple[int, int]:
