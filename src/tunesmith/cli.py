@@ -39,7 +39,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"eval loss: {first:.4f} (step 0) -> {last:.4f} (step {result.steps})")
     print(f"trained {result.steps} steps in {time.time() - started:.0f} s "
           f"({result.samples_per_s:.2f} samples/s, {result.tokens_per_s:.0f} tokens/s)")
-    print(f"adapter: {result.output_dir}/adapter_model.safetensors")
+    if cfg.method in ("lora", "dora"):
+        print(f"adapter: {result.output_dir}/adapter_model.safetensors")
+    else:
+        print(f"model:   {result.output_dir}/ (complete model, loads with from_pretrained)")
     print(f"plot:    {result.output_dir}/loss.png")
     print(f"logs:    {result.output_dir}/trainer_log.jsonl  (tensorboard --logdir {result.output_dir}/tensorboard)")
     return 0

@@ -19,8 +19,8 @@ import yaml
 
 from tunesmith.errors import ConfigError
 
-STAGES = ("sft",)
-METHODS = ("lora",)
+STAGES = ("sft", "pt")
+METHODS = ("full", "freeze", "lora", "dora")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 OPTIMIZERS = ("adamw", "adamw_8bit", "sgd")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
@@ -40,8 +40,8 @@ def _f(default: Any, help: str, choices: tuple | None = None, **kw) -> Any:
 class TrainConfig:
     # --- what to train
     model: str | None = _f(None, "Hub id, local directory or .gguf file; empty = embedded SmolLM2-135M-Instruct.")
-    stage: str = _f("sft", "Training stage.", STAGES)
-    method: str = _f("lora", "How weights are trained.", METHODS)
+    stage: str = _f("sft", "Training stage: sft (instructions/chat), pt (raw text, continued pretraining).", STAGES)
+    method: str = _f("lora", "How weights are trained: full, freeze (last layers), lora, dora.", METHODS)
     dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, parquet) or a hub dataset name.")
     val_dataset: str | list[str] | None = _f(None, "Separate validation data; overrides val_size.")
     val_size: float = _f(0.0, "Validation split: a fraction (<1) or a row count (>=1) taken from `dataset`.")
@@ -86,6 +86,9 @@ class TrainConfig:
     lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r).")
     lora_dropout: float = _f(0.0, "Dropout on the LoRA input.")
     lora_target: str | list[str] = _f("all-linear", "Modules to adapt: all-linear or names like q_proj,v_proj.")
+    # --- freeze
+    freeze_layers: int = _f(2, "method=freeze: train only the last N decoder layers.")
+    freeze_modules: str = _f("", "method=freeze: also train these modules, e.g. lm_head,norm.")
 
     def validate(self) -> "TrainConfig":
         for f in dataclasses.fields(self):
@@ -97,7 +100,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_steps", "eval_steps", "save_steps", "warmup_steps", "max_samples", "logging_steps",
+        for name in ("freeze_layers", "max_steps", "eval_steps", "save_steps", "warmup_steps", "max_samples", "logging_steps",
                      "max_tokens_per_batch", "save_total_limit", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")

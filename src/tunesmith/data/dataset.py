@@ -73,10 +73,10 @@ def encode_conversation(conv: Conversation, template: Template, tokenizer, cutof
     return Example(ids, labels)
 
 
-def _wants_bos(tokenizer, template: Template) -> bool:
+def _wants_bos(tokenizer, template: Template | None) -> bool:
     """Prepend BOS when the tokenizer normally adds one and the template does not write it itself."""
     bos = tokenizer.bos_token_id
-    if bos is None or "bos_token" in template.chat_template:
+    if bos is None or (template is not None and "bos_token" in template.chat_template):
         return False
     return tokenizer("a")["input_ids"][:1] == [bos]
 
@@ -100,4 +100,23 @@ def encode_items(items: list[Item], template: Template, tokenizer, cfg: TrainCon
         log.warning("%s: %d rows truncated to cutoff_len=%d tokens", split, truncated, cfg.cutoff_len)
     if items and not examples:
         raise DataError(f"{split}: no row fits cutoff_len={cfg.cutoff_len}; raise cutoff_len")
+    return examples
+
+
+def encode_documents(items: list[Item], tokenizer, cutoff_len: int, split: str) -> list[Example]:
+    """Raw text for pretraining: document + EOS, cut into rows of at most cutoff_len tokens (each its own row in a
+    packed micro-batch, so attention never crosses a document boundary)."""
+    bos = [tokenizer.bos_token_id] if _wants_bos(tokenizer, None) else []
+    examples = []
+    for item in items:
+        if not isinstance(item, Document):
+            raise DataError(f"{item.location}: stage=pt trains on raw text; give rows with a 'text' column or "
+                            ".txt files (or use stage=sft for conversations)")
+        ids = bos + tokenizer(item.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        for start in range(0, len(ids), cutoff_len):
+            chunk = ids[start:start + cutoff_len]
+            if len(chunk) > 1:  # a single token predicts nothing
+                examples.append(Example(chunk, list(chunk)))
+    if items and not examples:
+        raise DataError(f"{split}: the documents hold no text to train on")
     return examples

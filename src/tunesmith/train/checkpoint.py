@@ -2,7 +2,7 @@
 
 A checkpoint is written into `checkpoints/.tmp-step-N/` and renamed to `checkpoints/step-N/` only after every file
 is on disk; a crash mid-write leaves a `.tmp-*` folder that resume ignores (and the next save removes). It holds
-the adapter, optimizer, scheduler, RNG states and the trainer state (step = data position, logs, early-stopping
+the trained tensors (plus the peft adapter files for LoRA/DoRA), optimizer, scheduler, RNG states and the trainer state (step = data position, logs, early-stopping
 counters), which is everything needed to continue bit-for-bit.
 """
 
@@ -17,10 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+
+from tunesmith.model.adapters import load_trainable_state, trainable_state
 
 from tunesmith.errors import ConfigError
 
 STATE_FILE = "trainer_state.json"
+TRAINABLE_FILE = "trainable.safetensors"  # exactly the trained tensors, whatever the method
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -56,7 +60,9 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
         shutil.rmtree(stale, ignore_errors=True)
     tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
     tmp.mkdir()
-    model.save_pretrained(tmp)
+    save_file(trainable_state(model), tmp / TRAINABLE_FILE)
+    if hasattr(model, "peft_config"):  # adapters are small: keep a loadable copy too (for chat/eval of a checkpoint)
+        model.save_pretrained(tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(_rng_state(), tmp / "rng.pt")
@@ -95,10 +101,7 @@ def find_resume_checkpoint(output_dir: str | Path, resume: bool | str) -> Path |
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
+    load_trainable_state(model, load_file(path / TRAINABLE_FILE))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     _set_rng_state(torch.load(path / "rng.pt", weights_only=False))

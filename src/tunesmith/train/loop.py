@@ -157,7 +157,7 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
     if dist.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model)
 
-    monitor = Monitor(out, max_steps, state["step"], enabled=is_main and show_progress)
+    monitor = Monitor(out, max_steps, state["step"], enabled=is_main, progress=show_progress)
     if resume_from is not None and is_main:
         monitor.restore(_trim_log(out, state["step"]))
 
@@ -225,9 +225,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
             break
 
     # --- save
-    if step == max_steps or result.stopped_early:
-        final_eval = run_eval(step)
-        _should_stop(state, final_eval, 0)
+    if not result.stopped_early:  # an early stop has just evaluated this step
+        _should_stop(state, run_eval(step), 0)
     result.steps = step
     result.runtime_s = time.time() - run_start
     result.tokens_per_s = run_tokens / max(train_seconds, 1e-9)

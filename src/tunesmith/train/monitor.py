@@ -20,7 +20,9 @@ OVERFIT_EVALS = 3  # eval loss rising this many times in a row while train loss 
 
 
 class Monitor:
-    def __init__(self, output_dir: Path, max_steps: int, start_step: int = 0, enabled: bool = True):
+    def __init__(self, output_dir: Path, max_steps: int, start_step: int = 0, enabled: bool = True,
+                 progress: bool = True):
+        """`enabled`: write logs and plots (the main process only); `progress`: draw the progress bar."""
         self.output_dir = output_dir
         self.max_steps = max_steps
         self.enabled = enabled
@@ -36,7 +38,8 @@ class Monitor:
 
         self.log_file = (output_dir / "trainer_log.jsonl").open("a", encoding="utf-8")
         self.tb = SummaryWriter(str(output_dir / "tensorboard"))
-        self.bar = tqdm(total=max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                        disable=not progress)
 
     def restore(self, history: list[dict[str, Any]]) -> None:
         """Bring back the curves of a resumed run (the jsonl already holds them)."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.config import TrainConfig
-from tunesmith.data.dataset import Item, encode_items
+from tunesmith.data.dataset import Item, encode_documents, encode_items
 from tunesmith.data.packing import IGNORE, Example, MicroBatch, pack_step
 from tunesmith.data.templates import Template
 
@@ -54,7 +54,16 @@ class SFTStage:
         return causal_lm_loss(model, batch)
 
 
-STAGES = {"sft": SFTStage}
+class PretrainStage(SFTStage):
+    """Continued pretraining on raw text: each document + EOS, split into cutoff_len chunks; loss on every token."""
+
+    name = "pt"
+
+    def encode(self, items: list[Item], template: Template, tokenizer, cfg: TrainConfig, split: str) -> list[Example]:
+        return encode_documents(items, tokenizer, cfg.cutoff_len, split)
+
+
+STAGES = {"sft": SFTStage, "pt": PretrainStage}
 
 
 def get_stage(name: str):
