@@ -100,8 +100,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("freeze_layers", "max_steps", "eval_steps", "save_steps", "warmup_steps", "max_samples", "logging_steps",
-                     "max_tokens_per_batch", "save_total_limit", "early_stopping_patience"):
+        for name in ("freeze_layers", "max_steps", "eval_steps", "save_steps", "warmup_steps", "max_samples",
+                     "logging_steps", "max_tokens_per_batch", "save_total_limit", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -109,7 +109,8 @@ class TrainConfig:
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"config: lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.val_size < 0 or (self.val_size >= 1 and self.val_size != int(self.val_size)):
-            raise ConfigError(f"config: val_size must be a fraction in [0, 1) or a whole row count, got {self.val_size}")
+            raise ConfigError(f"config: val_size must be a fraction in [0, 1) or a whole row count, "
+                              f"got {self.val_size}")
         if self.max_steps == 0 and self.num_epochs <= 0:
             raise ConfigError("config: set max_steps > 0 or num_epochs > 0")
         if self.max_tokens_per_batch and self.max_tokens_per_batch < self.cutoff_len:

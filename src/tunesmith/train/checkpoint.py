@@ -2,8 +2,8 @@
 
 A checkpoint is written into `checkpoints/.tmp-step-N/` and renamed to `checkpoints/step-N/` only after every file
 is on disk; a crash mid-write leaves a `.tmp-*` folder that resume ignores (and the next save removes). It holds
-the trained tensors (plus the peft adapter files for LoRA/DoRA), optimizer, scheduler, RNG states and the trainer state (step = data position, logs, early-stopping
-counters), which is everything needed to continue bit-for-bit.
+the trained tensors (plus the peft adapter files for LoRA/DoRA), optimizer, scheduler, RNG states and the trainer
+state (step = data position, early-stopping counters): everything needed to continue bit-for-bit.
 """
 
 from __future__ import annotations
