@@ -29,6 +29,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from tunesmith.config import load_config
+    from tunesmith.model.adapters import ADAPTER_METHODS
     from tunesmith.train.loop import train
 
     cfg = load_config(args.config, args.overrides)
@@ -39,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"eval loss: {first:.4f} (step 0) -> {last:.4f} (step {result.steps})")
     print(f"trained {result.steps} steps in {time.time() - started:.0f} s "
           f"({result.samples_per_s:.2f} samples/s, {result.tokens_per_s:.0f} tokens/s)")
-    if cfg.method in ("lora", "dora"):
+    if cfg.method in ADAPTER_METHODS:
         print(f"adapter: {result.output_dir}/adapter_model.safetensors")
     else:
         print(f"model:   {result.output_dir}/ (complete model, loads with from_pretrained)")

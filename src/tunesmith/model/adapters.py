@@ -39,8 +39,7 @@ def _freeze_all_but(model, cfg: TrainConfig) -> None:
     for layer in list(layers)[len(layers) - cfg.freeze_layers:]:
         for p in layer.parameters():
             p.requires_grad_(True)
-    names = [n.strip() for n in cfg.freeze_modules.split(",") if n.strip()] if cfg.freeze_modules else []
-    for name in names:
+    for name in [n.strip() for n in cfg.freeze_modules.split(",") if n.strip()]:
         matched = [p for n, p in model.named_parameters() if f".{name}." in f".{n}"]
         if not matched:
             raise ConfigError(f"config: freeze_modules: no parameter matches '{name}'; use names like lm_head, norm")

@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tunesmith.model.adapters import load_trainable_state, trainable_state
-
 from tunesmith.errors import ConfigError
+from tunesmith.model.adapters import load_trainable_state, trainable_state
 
 STATE_FILE = "trainer_state.json"
 TRAINABLE_FILE = "trainable.safetensors"  # exactly the trained tensors, whatever the method
