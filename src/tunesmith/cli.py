@@ -60,7 +60,25 @@ def _train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-VERBS = {"train": _train_parser}
+def cmd_score(args: argparse.Namespace) -> int:
+    from tunesmith.infer.score import RewardModel
+
+    model = RewardModel(args.run_dir)
+    for response in args.response:
+        print(f"{model.score(args.prompt, response, args.system):.4f}\t{response}")
+    return 0
+
+
+def _score_parser(sub) -> None:
+    p = sub.add_parser("score", help="score responses with a trained reward model (stage=rm)")
+    p.add_argument("run_dir", help="run directory of a stage=rm training")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--response", required=True, action="append", help="repeat to score several responses")
+    p.add_argument("--system", default=None)
+    p.set_defaults(func=cmd_score)
+
+
+VERBS = {"train": _train_parser, "score": _score_parser}
 
 
 def main(argv: list[str] | None = None) -> int:

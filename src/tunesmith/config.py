@@ -19,12 +19,12 @@ import yaml
 
 from tunesmith.errors import ConfigError
 
-STAGES = ("sft", "pt")
-METHODS = ("full", "freeze", "lora", "dora")
+STAGES = ("sft", "pt", "rm", "dpo")
+METHODS = ("full", "freeze", "lora", "dora", "qlora")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
-OPTIMIZERS = ("adamw", "adamw_8bit", "sgd")
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "sgd")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
-FORMATS = ("auto", "alpaca", "sharegpt", "openai", "text")
+FORMATS = ("auto", "alpaca", "sharegpt", "openai", "text", "preference")
 # Keys that must never sit in a file that gets saved next to a model.
 SECRET_KEYS = {"token", "hf_token", "hub_token", "api_key"}
 
@@ -40,8 +40,9 @@ def _f(default: Any, help: str, choices: tuple | None = None, **kw) -> Any:
 class TrainConfig:
     # --- what to train
     model: str | None = _f(None, "Hub id, local directory or .gguf file; empty = embedded SmolLM2-135M-Instruct.")
-    stage: str = _f("sft", "Training stage: sft (instructions/chat), pt (raw text, continued pretraining).", STAGES)
-    method: str = _f("lora", "How weights are trained: full, freeze (last layers), lora, dora.", METHODS)
+    stage: str = _f("sft", "sft (instructions/chat), pt (raw text), rm (reward model), dpo (preference pairs).",
+                    STAGES)
+    method: str = _f("lora", "How weights are trained: full, freeze (last layers), lora, dora, qlora.", METHODS)
     dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, parquet) or a hub dataset name.")
     val_dataset: str | list[str] | None = _f(None, "Separate validation data; overrides val_size.")
     val_size: float = _f(0.0, "Validation split: a fraction (<1) or a row count (>=1) taken from `dataset`.")
@@ -86,6 +87,12 @@ class TrainConfig:
     lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r).")
     lora_dropout: float = _f(0.0, "Dropout on the LoRA input.")
     lora_target: str | list[str] = _f("all-linear", "Modules to adapt: all-linear or names like q_proj,v_proj.")
+    # --- QLoRA (method=qlora; bitsandbytes, CPU or CUDA)
+    quantization_bit: int = _f(4, "Base weights in 4-bit or 8-bit.", (4, 8))
+    quantization_type: str = _f("nf4", "4-bit data type.", ("nf4", "fp4"))
+    double_quantization: bool = _f(True, "Also quantize the 4-bit scales (saves ~0.4 bit per weight).")
+    # --- preference stages
+    beta: float = _f(0.1, "stage=dpo: strength of the pull towards the reference model.")
     # --- freeze
     freeze_layers: int = _f(2, "method=freeze: train only the last N decoder layers.")
     freeze_modules: str = _f("", "method=freeze: also train these modules, e.g. lm_head,norm.")
@@ -95,7 +102,8 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise ConfigError(f"config: {f.name}={value!r} is not allowed; choose one of {', '.join(choices)}")
+                allowed = ", ".join(map(str, choices))
+                raise ConfigError(f"config: {f.name}={value!r} is not allowed; choose one of {allowed}")
         positive = ("cutoff_len", "per_device_batch_size", "gradient_accumulation_steps", "lora_rank", "lora_alpha")
         for name in positive:
             if getattr(self, name) < 1:
@@ -104,6 +112,8 @@ class TrainConfig:
                      "logging_steps", "max_tokens_per_batch", "save_total_limit", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
+        if self.beta <= 0:
+            raise ConfigError(f"config: beta must be > 0, got {self.beta}")
         if self.learning_rate <= 0:
             raise ConfigError(f"config: learning_rate must be > 0, got {self.learning_rate}")
         if not 0 <= self.lora_dropout < 1:
@@ -243,6 +253,6 @@ def describe_keys() -> str:
     for f in dataclasses.fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         choices = f.metadata.get("choices")
-        extra = f" [{'|'.join(choices)}]" if choices else ""
+        extra = f" [{'|'.join(map(str, choices))}]" if choices else ""
         rows.append(f"  {f.name:<28} {f.metadata['help']}{extra} (default: {default!r})")
     return "\n".join(rows)

@@ -54,10 +54,11 @@ def test_method_trains_what_it_should(tiny_model_dir, alpaca_file, tmp_path, met
         assert any(n.startswith("model.layers.0.") for n in changed)
 
 
-def test_lora_leaves_base_weights_bit_identical(tiny_model_dir, alpaca_file, tmp_path):
+@pytest.mark.parametrize("method", ["lora", "dora"])
+def test_adapters_leave_base_weights_bit_identical(tiny_model_dir, alpaca_file, tmp_path, method):
     from transformers import AutoModelForCausalLM
 
-    cfg = config(tiny_model_dir, alpaca_file, tmp_path / "r", "max_steps=3")
+    cfg = config(tiny_model_dir, alpaca_file, tmp_path / "r", "max_steps=3", f"method={method}")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
     model = attach_adapter(base, cfg)
@@ -85,3 +86,20 @@ def test_freeze_modules_and_bad_layer_count(tiny_model_dir, alpaca_file, tmp_pat
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"model.norm.weight"}
     with pytest.raises(ConfigError, match="freeze_layers=5 but the model has 2 layers"):
         attach_adapter(base, config(tiny_model_dir, alpaca_file, tmp_path, "method=freeze", "freeze_layers=5"))
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_base_is_bitsandbytes_quantized(tiny_model_dir, alpaca_file, tmp_path, bits):
+    import bitsandbytes as bnb
+
+    from tunesmith.model.loader import load_model, quantization_config
+
+    cfg = config(tiny_model_dir, alpaca_file, tmp_path / f"q{bits}", "method=qlora", f"quantization_bit={bits}")
+    base = load_model(str(tiny_model_dir), torch.float32, torch.device("cpu"), quantization_config(bits))
+    layer = (bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt)
+    assert all(isinstance(m, layer) for m in (base.model.layers[0].self_attn.q_proj, base.model.layers[1].mlp.down_proj))
+    model = attach_adapter(base, cfg)
+    assert count_parameters(model)[0] == expected_trainable("lora", None)
+    result = train(cfg, show_progress=False)
+    assert result.losses[-1] < result.losses[0]
+    assert (tmp_path / f"q{bits}" / "adapter_model.safetensors").exists()

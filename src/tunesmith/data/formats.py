@@ -7,6 +7,9 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
 - sharegpt: conversations: [{from: human|gpt|system, value}], system (optional).
 - openai:   messages: [{role: system|user|assistant, content}].
 - text:     text (raw documents, for pretraining).
+- preference (stages rm, dpo): chosen + rejected answers to a prompt given as `prompt` (text or a list of
+            messages), `instruction`/`input`, or `messages`/`conversations` ending with a user turn. chosen/rejected
+            are text, a message {role/from, content/value}, or (TRL style) whole conversations sharing the prompt.
 `columns` renames the user's columns to these names first, e.g. columns={instruction: question, output: answer}.
 """
 
@@ -34,6 +37,20 @@ class Conversation:
 
 
 @dataclass
+class Preference:
+    """A prompt (turns ending with a user turn) with a better and a worse answer."""
+
+    messages: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    system: str | None = None
+    location: str = ""
+
+    def conversation(self, answer: str) -> Conversation:
+        return Conversation([*self.messages, {"role": "assistant", "content": answer}], self.system, self.location)
+
+
+@dataclass
 class Document:
     text: str
     location: str = ""
@@ -49,6 +66,8 @@ class _Ctx:
 
 
 def detect_format(row: dict[str, Any]) -> str:
+    if "chosen" in row and "rejected" in row:
+        return "preference"
     if "messages" in row:
         return "openai"
     if "conversations" in row:
@@ -76,11 +95,12 @@ def to_canonical(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | N
                 "(instruction/output), sharegpt (conversations), openai (messages) or text, or map your columns "
                 "with columns={instruction: your_question_column, output: your_answer_column}"
             )
-    convert = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai, "text": _text}[fmt]
+    convert = {"alpaca": _alpaca, "sharegpt": _sharegpt, "openai": _openai, "text": _text,
+               "preference": _preference}[fmt]
     out = []
     for loc, obj in rows:
         item = convert(_Ctx(loc), obj)
-        if isinstance(item, Conversation) and item.system is None:
+        if isinstance(item, (Conversation, Preference)) and item.system is None:
             item.system = system
         out.append(item)
     return out
@@ -189,3 +209,44 @@ def _openai(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
 
 def _text(ctx: _Ctx, obj: dict[str, Any]) -> Document:
     return Document(_text_field(ctx, obj, "text", required=True) or "", ctx.location)
+
+
+def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:
+    chosen, rejected = obj.get("chosen"), obj.get("rejected")
+    prompt = obj.get("prompt", obj.get("messages", obj.get("conversations")))
+    if isinstance(chosen, list) and isinstance(rejected, list) and not isinstance(prompt, list):
+        if prompt is None:  # TRL implicit prompt: both conversations share everything but the last answer
+            if chosen[:-1] != rejected[:-1]:
+                raise ctx.fail("chosen and rejected conversations differ before their last answer",
+                               "make them share the prompt turns, or give 'prompt' separately")
+            prompt = chosen[:-1]
+    if isinstance(prompt, list):
+        conv = _prompt_turns(ctx, prompt)
+        messages, system = conv.messages[:-1], conv.system
+    elif isinstance(prompt, str) and prompt.strip():
+        messages, system = [{"role": "user", "content": prompt}], None
+    elif "instruction" in obj:
+        conv = _alpaca(ctx, {**obj, "output": "-"})
+        messages, system = conv.messages[:-1], conv.system
+    else:
+        raise ctx.fail("a preference row needs the prompt", "add 'prompt' (or 'instruction', or 'messages')")
+    return Preference(messages, _answer(ctx, chosen, "chosen"), _answer(ctx, rejected, "rejected"),
+                      system or _text_field(ctx, obj, "system", required=False), ctx.location)
+
+
+def _prompt_turns(ctx: _Ctx, turns: list) -> Conversation:
+    """Validate prompt turns with the conversation rules by closing them with a placeholder answer."""
+    sharegpt = bool(turns) and isinstance(turns[0], dict) and "from" in turns[0]
+    role, text = ("from", "value") if sharegpt else ("role", "content")
+    roles = SHAREGPT_ROLES if sharegpt else OPENAI_ROLES
+    return _turns(ctx, [*turns, {role: "assistant", text: "-"}], "prompt", role, text, roles)
+
+
+def _answer(ctx: _Ctx, value: Any, name: str) -> str:
+    if isinstance(value, list) and value:
+        value = value[-1]
+    if isinstance(value, dict):
+        value = value.get("content", value.get("value"))
+    if not isinstance(value, str) or not value.strip():
+        raise ctx.fail(f"'{name}' is missing or empty", f"write the {name} answer as text")
+    return value

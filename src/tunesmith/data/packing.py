@@ -33,6 +33,16 @@ class MicroBatch:
     cu_seq_lens: torch.Tensor  # (rows + 1,): row boundaries, the varlen-attention convention
     num_rows: int
     max_row_len: int
+    rows_per_sample: int = 1  # 2 for preference pairs: rows 2i and 2i+1 are chosen and rejected
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_rows // self.rows_per_sample
+
+    def row_index(self) -> torch.Tensor:
+        """(T,): the row each token belongs to."""
+        lengths = (self.cu_seq_lens[1:] - self.cu_seq_lens[:-1]).long()
+        return torch.repeat_interleave(torch.arange(self.num_rows, device=lengths.device), lengths)
 
     @property
     def num_tokens(self) -> int:
@@ -44,7 +54,7 @@ class MicroBatch:
 
     def to(self, device) -> "MicroBatch":
         return MicroBatch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device),
-                          self.cu_seq_lens.to(device), self.num_rows, self.max_row_len)
+                          self.cu_seq_lens.to(device), self.num_rows, self.max_row_len, self.rows_per_sample)
 
     def model_inputs(self) -> dict:
         """Keyword arguments for a transformers causal LM: packed positions plus varlen row boundaries."""
@@ -64,17 +74,32 @@ def pack_rows(examples: list[Example]) -> MicroBatch:
                       len(examples), max(len(ex) for ex in examples))
 
 
-def pack_step(examples: list[Example], token_budget: int) -> list[MicroBatch]:
-    """Group one optimizer step's rows into as few micro-batches as fit the budget (first-fit decreasing)."""
-    bins: list[list[Example]] = []
+def _first_fit(items: list, size, token_budget: int) -> list[list]:
+    """Bin-pack items into as few bins of at most `token_budget` tokens as first-fit decreasing finds."""
+    bins: list[list] = []
     loads: list[int] = []
-    for ex in sorted(examples, key=len, reverse=True):
+    for item in sorted(items, key=size, reverse=True):
         for i, load in enumerate(loads):
-            if load + len(ex) <= token_budget:
-                bins[i].append(ex)
-                loads[i] += len(ex)
+            if load + size(item) <= token_budget:
+                bins[i].append(item)
+                loads[i] += size(item)
                 break
         else:
-            bins.append([ex])
-            loads.append(len(ex))
-    return [pack_rows(b) for b in bins]
+            bins.append([item])
+            loads.append(size(item))
+    return bins
+
+
+def pack_step(examples: list[Example], token_budget: int) -> list[MicroBatch]:
+    """Group one optimizer step's rows into as few micro-batches as fit the budget."""
+    return [pack_rows(b) for b in _first_fit(examples, len, token_budget)]
+
+
+def pack_pairs(pairs: list[tuple[Example, Example]], token_budget: int) -> list[MicroBatch]:
+    """Preference pairs: a pair never splits across micro-batches; its chosen row is followed by its rejected row."""
+    batches = []
+    for group in _first_fit(pairs, lambda p: len(p[0]) + len(p[1]), token_budget):
+        batch = pack_rows([row for pair in group for row in pair])
+        batch.rows_per_sample = 2
+        batches.append(batch)
+    return batches

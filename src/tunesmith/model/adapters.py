@@ -5,6 +5,8 @@ how the result is saved; the training loop is the same for all of them.
 - freeze: only the last `freeze_layers` decoder layers (and any `freeze_modules` names) train; saved as a full model.
 - lora:   low-rank adapters (peft) on `lora_target`; the run directory holds the adapter only.
 - dora:   weight-decomposed LoRA (peft `use_dora`); saved as an adapter like LoRA.
+- qlora:  LoRA on a base loaded in 4-bit/8-bit by bitsandbytes (see loader.quantization_config).
+A stage may add `heads`: new modules (the reward model's score layer) that always train in full.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from tunesmith.config import TrainConfig
 from tunesmith.errors import ConfigError
 
-ADAPTER_METHODS = ("lora", "dora")
+ADAPTER_METHODS = ("lora", "dora", "qlora")
 
 
 def lora_targets(cfg: TrainConfig) -> str | list[str]:
@@ -47,16 +49,25 @@ def _freeze_all_but(model, cfg: TrainConfig) -> None:
             p.requires_grad_(True)
 
 
-def attach_adapter(model, cfg: TrainConfig):
+def attach_adapter(model, cfg: TrainConfig, heads: tuple[str, ...] = ()):
     """Make the parameters that `cfg.method` trains trainable (wrapping in peft for adapter methods)."""
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    if cfg.method == "freeze":
-        _freeze_all_but(model, cfg)
+    checkpointing = {"use_reentrant": False}
+    if cfg.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs=checkpointing)
+    elif cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+    if cfg.method in ("full", "freeze"):
+        if cfg.method == "full":
+            for p in model.parameters():
+                p.requires_grad_(True)
+        else:
+            _freeze_all_but(model, cfg)
+        for name, p in model.named_parameters():
+            if name.split(".")[0] in heads:
+                p.requires_grad_(True)
         return model
     from peft import LoraConfig, get_peft_model
 
@@ -67,7 +78,8 @@ def attach_adapter(model, cfg: TrainConfig):
         target_modules=lora_targets(cfg),
         use_dora=cfg.method == "dora",
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if heads else "CAUSAL_LM",
+        modules_to_save=list(heads) or None,
     )
     try:
         return get_peft_model(model, config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -50,6 +51,7 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     key = hashlib.sha1(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
     out = cache_dir() / "models" / (name or f"{gguf.stem}-{key}")
     if (out / "config.json").exists():
+        _drop_gguf_quantization(out)  # caches written before this fix still carry it
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,8 +71,19 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    _drop_gguf_quantization(tmp)
     os.replace(tmp, out)  # atomic: a half-written cache never looks complete
     return out
+
+
+def _drop_gguf_quantization(folder: Path) -> None:
+    """The weights are plain floats now; a leftover `quantization_config: gguf` would make transformers refuse
+    any other quantization (QLoRA) of this model."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    if config.get("quantization_config", {}).get("quant_method") == "gguf":
+        del config["quantization_config"]
+        path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def resolve_model(spec: str | None) -> str:
@@ -123,14 +136,35 @@ def load_tokenizer(source: str):
     return tokenizer
 
 
-def load_model(source: str, dtype: torch.dtype, device: torch.device):
-    from transformers import AutoModelForCausalLM
+def quantization_config(bits: int, quant_type: str = "nf4", double_quant: bool = True, dtype=torch.float32):
+    """bitsandbytes settings for QLoRA: 4-bit (nf4/fp4, optional double quantization) or 8-bit base weights."""
+    from transformers import BitsAndBytesConfig
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ModelError("method=qlora needs bitsandbytes; pip install bitsandbytes") from None
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                              bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype)
+
+
+def load_model(source: str, dtype: torch.dtype, device: torch.device, quantization=None, head: str = "causal"):
+    """`head`: causal (language model) or score (one scalar per sequence, for reward models)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    kwargs = {"dtype": dtype}
+    if quantization is not None:  # bitsandbytes places quantized weights itself
+        kwargs.update(quantization_config=quantization, device_map={"": device})
+    if head == "score":
+        kwargs["num_labels"] = 1
+    cls = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+    try:
+        model = cls.from_pretrained(source, **kwargs)
     except OSError as e:
         raise ModelError(_explain(source, e)) from None
-    return model.to(device)
+    return model if quantization is not None else model.to(device)
 
 
 def _explain(source: str, error: Exception) -> str:

@@ -24,7 +24,8 @@ from tunesmith.data.templates import get_template
 from tunesmith.errors import ConfigError
 from tunesmith.model.adapters import attach_adapter, count_parameters
 from tunesmith.model.attention import use_varlen_attention, wants_varlen
-from tunesmith.model.loader import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+from tunesmith.model.loader import (load_model, load_tokenizer, pick_device, pick_dtype, quantization_config,
+                                    resolve_model)
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.monitor import Monitor
 from tunesmith.train.optim import build_optimizer, build_scheduler
@@ -44,6 +45,7 @@ class RunResult:
     samples_per_s: float = 0.0
     tokens_per_s: float = 0.0
     stopped_early: bool = False
+    eval_metrics: dict[str, float] = field(default_factory=dict)  # of the last evaluation
 
 
 class Dist:
@@ -104,15 +106,22 @@ def rows_for_step(n_rows: int, rows_per_step: int, step: int, seed: int) -> list
 
 
 @torch.no_grad()
-def evaluate(model, stage, batches, device) -> float:
+def evaluate(model, stage, batches, device) -> tuple[float, dict[str, float]]:
+    """Mean loss over all targets of the validation set, plus the stage's metrics (e.g. rm accuracy)."""
     model.eval()
-    total, count = 0.0, 0
+    total, count, metrics = 0.0, 0, {}
     for batch in batches:
         out = stage.loss(model, batch.to(device))
         total += out.loss_sum.item()
         count += out.num_targets
+        _accumulate(metrics, out.metrics)
     model.train()
-    return total / max(count, 1)
+    return total / max(count, 1), {k: v / max(count, 1) for k, v in metrics.items()}
+
+
+def _accumulate(into: dict[str, float], metrics: dict[str, float]) -> None:
+    for key, value in metrics.items():
+        into[key] = into.get(key, 0.0) + value
 
 
 def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
@@ -131,15 +140,20 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
     source = resolve_model(cfg.model)
     tokenizer = load_tokenizer(source)
     template = get_template(cfg.template, tokenizer)
-    stage = get_stage(cfg.stage)
+    stage = get_stage(cfg)
     train_examples = stage.encode(splits.train, template, tokenizer, cfg, "train")
     val_examples = stage.encode(splits.val, template, tokenizer, cfg, "validation")
     val_batches = stage.batches(val_examples, cfg.token_budget)
     set_seed(cfg.seed)
-    base = load_model(source, pick_dtype(cfg.dtype, device), device)
+    dtype = pick_dtype(cfg.dtype, device)
+    quantization = (quantization_config(cfg.quantization_bit, cfg.quantization_type, cfg.double_quantization, dtype)
+                    if cfg.method == "qlora" else None)
+    base = load_model(source, dtype, device, quantization, head=stage.head)
+    base.config.pad_token_id = tokenizer.pad_token_id
     if wants_varlen(device, base):
         use_varlen_attention(base)
-    model = attach_adapter(base, cfg)
+    model = attach_adapter(base, cfg, heads=stage.heads)
+    stage.prepare(model)
     trainable, total = count_parameters(model)
     steps_per_epoch = math.ceil(len(train_examples) / cfg.rows_per_step)
     max_steps = cfg.max_steps or math.ceil(cfg.num_epochs * steps_per_epoch)
@@ -154,6 +168,9 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
         state = ckpt.load_checkpoint(resume_from, model, optimizer, scheduler)
         log.info("resumed from %s at step %d", resume_from, state["step"])
     train_model = model
+    if dist.world > 1 and stage.head == "score":
+        raise ConfigError("config: stage=rm runs in one process for now (its score head is called outside DDP's "
+                          "forward); run it without torchrun")
     if dist.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model)
 
@@ -161,19 +178,21 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
     if resume_from is not None and is_main:
         monitor.restore(_trim_log(out, state["step"]))
 
+    result = RunResult(out, max_steps, None)
+
     def run_eval(step: int) -> float | None:
         if not val_batches:
             return None
-        loss = evaluate(model, stage, val_batches, device)
-        monitor.evaluation(step, loss)
+        loss, metrics = evaluate(model, stage, val_batches, device)
+        result.eval_metrics = metrics
+        monitor.evaluation(step, loss, {f"eval_{k}": v for k, v in metrics.items()})
         return loss
 
     # --- train
-    result = RunResult(out, max_steps, None)
     if state["step"] == 0:
         run_eval(0)
     model.train()
-    window = {"loss": 0.0, "targets": 0, "tokens": 0, "rows": 0, "seconds": 0.0}
+    window = {"loss": 0.0, "targets": 0, "tokens": 0, "rows": 0, "seconds": 0.0, "metrics": {}}
     run_start, run_tokens, run_rows, train_seconds = time.time(), 0, 0, 0.0
     step = state["step"]
     while step < max_steps:
@@ -191,7 +210,8 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
                 (output.loss_sum * dist.world / max(step_targets, 1)).backward()
             step_loss += output.loss_sum.item()
             window["tokens"] += batch.num_tokens
-            window["rows"] += batch.num_rows
+            window["rows"] += batch.num_samples
+            _accumulate(window["metrics"], output.metrics)
         grad_norm = _clip(model, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -209,8 +229,9 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
             run_tokens, run_rows, train_seconds = run_tokens + tokens, run_rows + rows_done, train_seconds + seconds
             metrics = {"epoch": step / steps_per_epoch, "loss": window["loss"] / max(window["targets"], 1),
                        "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                       "tokens_per_s": tokens / seconds, "samples_per_s": rows_done / seconds}
-            window = {"loss": 0.0, "targets": 0, "tokens": 0, "rows": 0, "seconds": 0.0}
+                       "tokens_per_s": tokens / seconds, "samples_per_s": rows_done / seconds,
+                       **{k: v / max(window["targets"], 1) for k, v in window["metrics"].items()}}
+            window = {"loss": 0.0, "targets": 0, "tokens": 0, "rows": 0, "seconds": 0.0, "metrics": {}}
         monitor.step(step, metrics)
         state["step"] = step
         if cfg.eval_steps and step % cfg.eval_steps == 0 and step < max_steps:

@@ -68,9 +68,9 @@ class Monitor:
         self.train_points.append((step, metrics["loss"]))
         self._write(record)
         if self.enabled:
-            for key in ("loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s"):
-                if key in metrics:
-                    self.tb.add_scalar(f"train/{key}", metrics[key], step)
+            for key, value in metrics.items():
+                if key != "epoch":
+                    self.tb.add_scalar(f"train/{key}", value, step)
             self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                  tok_s=f"{metrics['tokens_per_s']:.0f}")
         return record
@@ -81,6 +81,8 @@ class Monitor:
                      **(extra or {}), "elapsed_s": round(time.time() - self.start, 2)})
         if self.enabled:
             self.tb.add_scalar("eval/loss", eval_loss, step)
+            for key, value in (extra or {}).items():
+                self.tb.add_scalar(f"eval/{key.removeprefix('eval_')}", value, step)
             self.bar.write(f"step {step}: eval_loss {eval_loss:.4f}")
         self._check_overfitting()
 

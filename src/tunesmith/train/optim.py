@@ -19,6 +19,14 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
             raise ConfigError("config: optimizer=adamw_8bit needs bitsandbytes; pip install bitsandbytes "
                               "or use optimizer=adamw") from None
         return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer.startswith("paged_"):
+        # Paged optimizers move their state to CPU RAM under GPU memory pressure: CUDA unified memory only.
+        if not torch.cuda.is_available():
+            raise ConfigError(f"config: optimizer={cfg.optimizer} needs a CUDA GPU; use adamw or adamw_8bit here")
+        import bitsandbytes as bnb
+
+        cls = bnb.optim.PagedAdamW8bit if cfg.optimizer == "paged_adamw_8bit" else bnb.optim.PagedAdamW
+        return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 

@@ -39,7 +39,21 @@ def causal_lm_loss(model, batch: MicroBatch) -> LossOutput:
     return LossOutput(loss_sum, int(keep.sum()))
 
 
-class SFTStage:
+class Stage:
+    """Defaults every stage shares: a language-model head, no extra trained heads, nothing to prepare."""
+
+    name = ""
+    head = "causal"  # or "score": loader.load_model builds a one-scalar head (reward models)
+    heads: tuple[str, ...] = ()  # new modules that always train in full, whatever the method
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+
+    def prepare(self, model) -> None:
+        """Called once with the trainable model before the first step (e.g. DPO's reference copy)."""
+
+
+class SFTStage(Stage):
     """Supervised fine-tuning on conversations; loss on answers (and prompts with train_on_prompt)."""
 
     name = "sft"
@@ -63,8 +77,8 @@ class PretrainStage(SFTStage):
         return encode_documents(items, tokenizer, cfg.cutoff_len, split)
 
 
-STAGES = {"sft": SFTStage, "pt": PretrainStage}
+def get_stage(cfg: TrainConfig) -> Stage:
+    from tunesmith.train.preference import DPOStage, RewardStage
 
-
-def get_stage(name: str):
-    return STAGES[name]()
+    stages = {"sft": SFTStage, "pt": PretrainStage, "rm": RewardStage, "dpo": DPOStage}
+    return stages[cfg.stage](cfg)
