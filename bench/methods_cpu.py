@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from report import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"full": [], "freeze": ["freeze_layers=4"], "lora": [], "dora": [],
            "qlora-4": ["method=qlora", "quantization_bit=4"], "qlora-8": ["method=qlora", "quantization_bit=8"]}
@@ -46,21 +48,16 @@ def main() -> None:
     import transformers
 
     lines = [f"## Training methods on CPU ({datetime.date.today()})", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
-             f"transformers {transformers.__version__}. Embedded SmolLM2-135M-Instruct, quickstart data, 8 rows per step "
-             f"(4 x 2), cutoff 256, {args.steps} steps, fp32. Command: `python3 bench/methods_cpu.py --steps {args.steps}`.",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch "
+             f"{torch.__version__}, transformers {transformers.__version__}. Embedded SmolLM2-135M-Instruct, "
+             f"quickstart data, 8 rows per step (4 x 2), cutoff 256, {args.steps} steps, fp32. Command: "
+             f"`python3 bench/methods_cpu.py --steps {args.steps}`.",
              "", "| method | trainable params | samples/s | tokens/s | peak RSS (GiB) |", "|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['trainable']:,} | {r['samples_per_s']:.2f} | {r['tokens_per_s']:.0f} | "
               f"{r['peak_rss_gib']:.2f} |" for r in rows]
     table = "\n".join(lines) + "\n"
     print(table)
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nTables are written by the scripts in bench/.\n"
-    start = text.find("## Training methods on CPU")
-    if start >= 0:  # replace the previous table of this script
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + text[end + 1:] if end >= 0 else text[:start]
-    path.write_text(text.rstrip() + "\n\n" + table)
+    write_section("## Training methods on CPU", table)
 
 
 if __name__ == "__main__":

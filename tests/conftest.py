@@ -31,11 +31,16 @@ def tokenizer(embedded_dir):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
     """A 2-layer Llama with random weights and the SmolLM2 tokenizer, saved like any hub model folder."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), AutoTokenizer.from_pretrained(embedded_dir))
+
+
+def save_tiny_llama(out: Path, tok) -> Path:
+    """Save a 2-layer random Llama (width 32) sized for `tok`'s vocabulary, plus the tokenizer, into `out`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
@@ -67,7 +72,8 @@ def alpaca_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "faq.jsonl", rows)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None):
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict | None = None,
+            stdin: str | None = None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "tunesmith", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=timeout)
+                          cwd=cwd or ROOT, env=env, timeout=timeout, input=stdin)

@@ -60,6 +60,64 @@ def _train_parser(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (deterministic)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=None)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tunesmith.infer.chat import ChatSession, run_chat
+    from tunesmith.infer.engine import SamplingParams
+    from tunesmith.infer.loading import load_for_inference
+
+    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.repetition_penalty,
+                            args.stop, args.seed)
+    session = ChatSession(load_for_inference(args.model, args.device), params, args.system)
+    if args.prompt is not None:
+        print(session.ask(args.prompt))
+    else:
+        run_chat(session)
+    return 0
+
+
+def _chat_parser(sub) -> None:
+    p = sub.add_parser("chat", help="chat with a run, checkpoint, export or base model")
+    p.add_argument("model", nargs="?", default=None, help="run dir, checkpoint, export, hub id, .gguf; "
+                   "empty = embedded SmolLM2")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--prompt", default=None, help="answer this once and print only the answer")
+    p.add_argument("--device", default="auto")
+    _sampling_args(p)
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tunesmith.serve.server import serve
+
+    serve(args.models, args.name, args.host, args.port, args.api_key or os.environ.get("TUNESMITH_API_KEY"),
+          args.max_batch, args.engine, args.device)
+    return 0
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible API server (/v1/chat/completions, /v1/completions)")
+    p.add_argument("models", nargs="*", help="run dirs, exports or base models (several adapters may share a base); "
+                   "none = embedded SmolLM2")
+    p.add_argument("--name", action="append", default=[], help="served model name, in the order of the models")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or TUNESMITH_API_KEY)")
+    p.add_argument("--max-batch", type=int, default=16, help="most requests decoded together")
+    p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_serve)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from tunesmith.infer.score import RewardModel
 
@@ -78,7 +136,48 @@ def _score_parser(sub) -> None:
     p.set_defaults(func=cmd_score)
 
 
-VERBS = {"train": _train_parser, "score": _score_parser}
+def cmd_export(args: argparse.Namespace) -> int:
+    from tunesmith.export import export_run
+    from tunesmith.export.merge import human
+
+    result = export_run(args.run_dir, args.out, fmt=args.format, quant=args.quant, bits=args.bits,
+                        max_shard_size=args.max_shard_size, push_to_hub=args.push_to_hub, public=args.public,
+                        base=args.base)
+    for path in result.files:
+        print(f"{path}  ({human(path.stat().st_size)})")
+    if result.gguf is not None:
+        name = result.gguf.name.split(".")[0]
+        print(f"run it:  cd {result.out} && ollama create {name} -f Modelfile && ollama run {name}")
+        print(f"     or: llama-cli -m {result.gguf} -cnv")
+    if result.url:
+        print(f"pushed:  {result.url} ({'public' if args.public else 'private'})")
+    return 0
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="merge a run into one model: safetensors, 4/8-bit, or GGUF + Ollama Modelfile",
+                       description="tunesmith export RUN_DIR --out DIR [--format hf|gguf] [--quant ...] [--bits 4|8] "
+                                   "[--max-shard-size 500MB] [--push-to-hub user/name [--public]]")
+    p.add_argument("run_dir", help="output_dir of a finished `tunesmith train`")
+    p.add_argument("--out", required=True, help="new folder for the export")
+    p.add_argument("--format", choices=("hf", "gguf"), default=None,
+                   help="hf: safetensors for transformers (default); gguf: llama.cpp/Ollama (default with --quant)")
+    p.add_argument("--quant", choices=("f16", "bf16", "q8_0", "q4_0"), default=None,
+                   help="GGUF weight type (default q8_0)")
+    p.add_argument("--bits", type=int, choices=(4, 8), default=None,
+                   help="hf only: bitsandbytes 4-bit (nf4) or 8-bit weights")
+    p.add_argument("--max-shard-size", default=None,
+                   help="hf only: largest safetensors file, e.g. 500MB, 2GB (default 5GB)")
+    p.add_argument("--push-to-hub", metavar="USER/NAME", default=None,
+                   help="upload the folder to this hub repo (private; token from HF_TOKEN or `hf auth login`)")
+    p.add_argument("--public", action="store_true", help="with --push-to-hub: make a new repository public")
+    p.add_argument("--base", default=None,
+                   help="adapter runs: the base model (folder or hub id) if the one in adapter_config.json moved")
+    p.set_defaults(func=cmd_export)
+
+
+VERBS = {"train": _train_parser, "chat": _chat_parser, "serve": _serve_parser, "score": _score_parser,
+         "export": _export_parser}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,7 +60,7 @@ def encode_conversation(conv: Conversation, template: Template, tokenizer, cutof
                         train_on_prompt: bool = False) -> Example | None:
     ids: list[int] = []
     labels: list[int] = []
-    if _wants_bos(tokenizer, template):
+    if wants_bos(tokenizer, template):
         ids.append(tokenizer.bos_token_id)
         labels.append(IGNORE)
     for text, is_answer in template.segments(tokenizer, conv.messages, conv.system):
@@ -73,7 +73,7 @@ def encode_conversation(conv: Conversation, template: Template, tokenizer, cutof
     return Example(ids, labels)
 
 
-def _wants_bos(tokenizer, template: Template | None) -> bool:
+def wants_bos(tokenizer, template: Template | None) -> bool:
     """Prepend BOS when the tokenizer normally adds one and the template does not write it itself."""
     bos = tokenizer.bos_token_id
     if bos is None or (template is not None and "bos_token" in template.chat_template):
@@ -106,7 +106,7 @@ def encode_items(items: list[Item], template: Template, tokenizer, cfg: TrainCon
 def encode_documents(items: list[Item], tokenizer, cutoff_len: int, split: str) -> list[Example]:
     """Raw text for pretraining: document + EOS, cut into rows of at most cutoff_len tokens (each its own row in a
     packed micro-batch, so attention never crosses a document boundary)."""
-    bos = [tokenizer.bos_token_id] if _wants_bos(tokenizer, None) else []
+    bos = [tokenizer.bos_token_id] if wants_bos(tokenizer, None) else []
     examples = []
     for item in items:
         if not isinstance(item, Document):

@@ -1,0 +1,223 @@
+"""Write a merged llama-family model as one GGUF file for llama.cpp, Ollama and LM Studio - no llama.cpp build needed.
+
+Follows llama.cpp's convert_hf_to_gguf.py for the architectures whose tensor layout it shares:
+- Llama and Mistral are written as arch `llama`; llama.cpp applies RoPE to interleaved pairs, so q_proj/k_proj rows
+  are permuted from Hugging Face's half-split order (`_permute`, the converter's LlamaModel.permute).
+- Qwen2 is arch `qwen2`: no permutation, and q/k/v carry biases.
+Types: 1-D tensors (norms, biases) stay F32 as in the converter; matrices take the requested type. Q8_0/Q4_0 quantize
+blocks of 32 along a row, so a matrix whose rows are not a multiple of 32 falls back to F16 (the converter's rule).
+For Q4_0 the embedding and output matrices are Q8_0: 4-bit rounding of the vocabulary projection costs far more
+quality per byte than anywhere else (llama-quantize likewise keeps `output` at higher precision).
+Tensors are written one at a time after the header, so memory stays at the merged model plus one tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tunesmith.export.gguf_vocab import add_tokenizer
+from tunesmith.export.run import ExportError
+
+log = logging.getLogger(__name__)
+QUANTS = ("f16", "bf16", "q8_0", "q4_0")
+# model_type -> (gguf arch name, permute q/k)
+ARCHS = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False)}
+
+
+def _gguf():
+    try:
+        import gguf
+    except ImportError:
+        raise ExportError("--format gguf needs the gguf package; pip install gguf") from None
+    return gguf
+
+
+def _permute(weights: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def _rope(config) -> tuple[float, dict]:
+    """(rope theta, scaling parameters) from a transformers 5 `rope_parameters` or an older `rope_scaling`."""
+    params = dict(getattr(config, "rope_parameters", None) or {})
+    scaling = dict(getattr(config, "rope_scaling", None) or {})
+    theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    merged = {**scaling, **params}
+    kind = merged.get("rope_type", merged.get("type", "default"))
+    return float(theta), {**merged, "rope_type": kind}
+
+
+def _llama3_rope_factors(head_dim: int, theta: float, rope: dict) -> np.ndarray:
+    """llama.cpp reads Llama 3.1-style frequency scaling as per-frequency divisors (tensor `rope_freqs`)."""
+    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    factor, low, high = rope["factor"], rope.get("low_freq_factor", 1.0), rope.get("high_freq_factor", 4.0)
+    old = rope.get("original_max_position_embeddings", 8192)
+    low_wavelen, high_wavelen = old / low, old / high
+    factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_wavelen:
+            factors.append(1.0)
+        elif wavelen > low_wavelen:
+            factors.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
+class _Plan:
+    """Name, target type and a way to produce the data, for each tensor: computed once for the header, once to write."""
+
+    def __init__(self, model, quant: str):
+        gguf = _gguf()
+        config = model.config
+        if config.model_type not in ARCHS:
+            raise ExportError(f"GGUF export supports llama, mistral and qwen2 models; this is {config.model_type} - "
+                              "use --format hf and llama.cpp's convert_hf_to_gguf.py")
+        if any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+            raise ExportError("reward models (stage=rm) have a score head that llama.cpp cannot run; "
+                              "export them with --format hf")
+        self.arch, self.permute = ARCHS[config.model_type]
+        self.config = config
+        self.quant = quant
+        self.qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16,
+                      "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[quant]
+        self.file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant]
+        arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.arch)
+        names = gguf.get_tensor_name_map(arch_enum, config.num_hidden_layers)
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.theta, self.rope = _rope(config)
+        self.items: list[tuple[str, object, tuple, object]] = []  # (gguf name, type, shape, () -> float32 array)
+        tied = getattr(config, "tie_word_embeddings", False)
+        for hf_name, tensor in model.state_dict().items():
+            if hf_name == "lm_head.weight" and tied:
+                continue  # llama.cpp falls back to token_embd when there is no output tensor
+            name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            if name is None:
+                raise ExportError(f"GGUF export: no llama.cpp name for tensor {hf_name}; this model variant is "
+                                  "not supported - use --format hf")
+            shape = tuple(tensor.shape)
+            self.items.append((name, self._type_for(name, shape), shape, self._loader(hf_name, tensor)))
+        if self.rope["rope_type"] == "llama3":
+            factors = _llama3_rope_factors(self.head_dim, self.theta, self.rope)
+            self.items.append((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
+                               gguf.GGMLQuantizationType.F32, factors.shape, lambda: factors))
+        elif self.rope["rope_type"] not in ("default", "linear", "yarn"):
+            raise ExportError(f"GGUF export: rope_type {self.rope['rope_type']} is not supported; use --format hf")
+
+    def _type_for(self, name: str, shape) -> object:
+        gguf = _gguf()
+        if len(shape) <= 1 or name.endswith("_norm.weight"):
+            return gguf.GGMLQuantizationType.F32
+        qtype = self.qtype
+        if self.quant == "q4_0" and name.split(".")[0] in ("token_embd", "output"):
+            qtype = gguf.GGMLQuantizationType.Q8_0
+        block = gguf.GGML_QUANT_SIZES[qtype][0]
+        if shape[-1] % block:
+            log.info("%s: rows of %d are not a multiple of %d; written as F16", name, shape[-1], block)
+            return gguf.GGMLQuantizationType.F16
+        return qtype
+
+    def _loader(self, hf_name: str, tensor: torch.Tensor):
+        config = self.config
+
+        def load() -> np.ndarray:
+            data = tensor.detach().to(torch.float32).cpu().numpy()
+            if self.permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+                data = _permute(data, config.num_attention_heads, config.num_attention_heads)
+            elif self.permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+                data = _permute(data, config.num_attention_heads, config.num_key_value_heads)
+            return data
+        return load
+
+    def add_hparams(self, writer, name: str, base_name: str) -> None:
+        gguf = _gguf()
+        c = self.config
+        writer.add_type("model")
+        writer.add_name(name)
+        writer.add_base_model_count(1)
+        writer.add_base_model_name(0, base_name)
+        writer.add_context_length(c.max_position_embeddings)
+        writer.add_embedding_length(c.hidden_size)
+        writer.add_block_count(c.num_hidden_layers)
+        writer.add_feed_forward_length(c.intermediate_size)
+        writer.add_head_count(c.num_attention_heads)
+        writer.add_head_count_kv(c.num_key_value_heads)
+        writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+        writer.add_rope_freq_base(self.theta)
+        writer.add_rope_dimension_count(self.head_dim)
+        if self.head_dim != c.hidden_size // c.num_attention_heads:
+            writer.add_key_length(self.head_dim)
+            writer.add_value_length(self.head_dim)
+        if self.rope["rope_type"] == "linear":
+            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            writer.add_rope_scaling_factor(self.rope["factor"])
+        elif self.rope["rope_type"] == "yarn":
+            writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+            writer.add_rope_scaling_factor(self.rope["factor"])
+            writer.add_rope_scaling_orig_ctx_len(self.rope.get("original_max_position_embeddings",
+                                                               c.max_position_embeddings))
+        writer.add_vocab_size(c.vocab_size)
+        writer.add_file_type(self.file_type)
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _nbytes(shape, qtype) -> int:
+    gguf = _gguf()
+    return int(np.prod(gguf.quant_shape_to_byte_shape(tuple(shape), qtype)))
+
+
+def write_gguf(model, tokenizer, tokenizer_dir: Path, path: Path, quant: str = "q8_0", name: str | None = None,
+               base_name: str = "", progress: bool = True) -> Path:
+    """Write `model` (a merged llama/mistral/qwen2 causal LM) with its tokenizer metadata to `path`."""
+    if quant not in QUANTS:
+        raise ExportError(f"--quant {quant}: choose one of {', '.join(QUANTS)}")
+    gguf = _gguf()
+    plan = _Plan(model, quant)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    chatty = logging.getLogger("gguf")  # its INFO lines (endianness, file plan) would bury the progress bar
+    level = chatty.level
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        chatty.setLevel(logging.WARNING)
+    try:
+        _write(gguf, plan, model, tokenizer, tokenizer_dir, tmp, name or path.stem, base_name, progress)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        chatty.setLevel(level)
+    tmp.replace(path)  # a crash mid-write never leaves a file that looks complete
+    return path
+
+
+def _write(gguf, plan: _Plan, model, tokenizer, tokenizer_dir: Path, tmp: Path, name: str, base_name: str,
+           progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    writer = gguf.GGUFWriter(tmp, plan.arch)
+    plan.add_hparams(writer, name, base_name)
+    add_tokenizer(writer, tokenizer, tokenizer_dir, model.config.vocab_size)
+    total = 0
+    for gname, qtype, shape, _ in plan.items:  # the header lists every tensor before any data is written
+        nbytes = _nbytes(shape, qtype)
+        total += nbytes
+        writer.add_tensor_info(gname, shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {tmp.name[:-4]}", disable=not progress) as bar:
+        for _, qtype, _, load in plan.items:
+            data = gguf.quants.quantize(load(), qtype)
+            writer.write_tensor_data(data)
+            bar.update(data.nbytes)
+    writer.close()
