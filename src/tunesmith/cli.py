@@ -176,8 +176,36 @@ def _export_parser(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tunesmith.evaluate.runner import format_table, run_eval
+
+    results = run_eval(args.model or ["base"], args.dataset, args.benchmark, args.out, args.max_samples,
+                       args.few_shot, args.device)
+    print(format_table(results))
+    print(f"results: {args.out}/eval_results.json")
+    print(f"report:  {args.out}/report.html")
+    return 0
+
+
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="compare models: eval loss, benchmarks (multiple choice, exact answer), BLEU/ROUGE",
+                       description="tunesmith eval --model A [--model B ...] [--dataset FILE] [--benchmark FILE ...] "
+                                   "--out DIR [--max-samples N] [--few-shot K]")
+    p.add_argument("--model", action="append", default=[], help="run dir, checkpoint, export, hub id, .gguf or "
+                   "'base' (embedded SmolLM2); repeat to compare models side by side")
+    p.add_argument("--dataset", default=None, help="data in any training format: eval loss and perplexity")
+    p.add_argument("--benchmark", action="append", default=[], help="jsonl of {question, choices, answer} "
+                   "(multiple choice) or {question, answer} (exact answer); repeatable")
+    p.add_argument("--out", required=True, help="folder for eval_results.json and report.html")
+    p.add_argument("--max-samples", type=int, default=None, help="score at most N rows of each file")
+    p.add_argument("--few-shot", type=int, default=0, help="multiple choice: the first K rows become examples "
+                   "in the prompt (not scored)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+
 VERBS = {"train": _train_parser, "chat": _chat_parser, "serve": _serve_parser, "score": _score_parser,
-         "export": _export_parser}
+         "export": _export_parser, "eval": _eval_parser}
 
 
 def main(argv: list[str] | None = None) -> int:
