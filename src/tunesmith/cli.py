@@ -177,11 +177,16 @@ def _export_parser(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tunesmith.evaluate.runner import format_table, run_eval
+    from tunesmith.evaluate.abtest import ab_options, format_ab
+    from tunesmith.evaluate.runner import format_table, metric_rows, run_eval
 
+    ab = ab_options(args.ab, args.judge, args.judge_model, args.ab_max, args.ab_file, args.ab_max_new_tokens)
     results = run_eval(args.model or ["base"], args.dataset, args.benchmark, args.out, args.max_samples,
-                       args.few_shot, args.device)
-    print(format_table(results))
+                       args.few_shot, args.device, ab)
+    if metric_rows(results):
+        print(format_table(results))
+    if "ab" in results:
+        print(format_ab(results["ab"]))
     print(f"results: {args.out}/eval_results.json")
     print(f"report:  {args.out}/report.html")
     return 0
@@ -190,7 +195,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="compare models: eval loss, benchmarks (multiple choice, exact answer), BLEU/ROUGE",
                        description="tunesmith eval --model A [--model B ...] [--dataset FILE] [--benchmark FILE ...] "
-                                   "--out DIR [--max-samples N] [--few-shot K]")
+                                   "--out DIR [--max-samples N] [--few-shot K] "
+                                   "[--ab PROMPTS_FILE --judge URL|MODEL|human [--judge-model NAME] [--ab-max N]]")
     p.add_argument("--model", action="append", default=[], help="run dir, checkpoint, export, hub id, .gguf or "
                    "'base' (embedded SmolLM2); repeat to compare models side by side")
     p.add_argument("--dataset", default=None, help="data in any training format: eval loss and perplexity")
@@ -200,12 +206,68 @@ def _eval_parser(sub) -> None:
     p.add_argument("--max-samples", type=int, default=None, help="score at most N rows of each file")
     p.add_argument("--few-shot", type=int, default=0, help="multiple choice: the first K rows become examples "
                    "in the prompt (not scored)")
+    p.add_argument("--ab", metavar="PROMPTS_FILE", default=None, help="blind A/B of the two --model: both answer "
+                   "these prompts (any training format, prompt-only rows, or a benchmark file); needs --judge")
+    p.add_argument("--judge", default=None, help="who judges the A/B pairs: an OpenAI-compatible endpoint "
+                   "(http://HOST:PORT/v1; key from TUNESMITH_JUDGE_KEY or OPENAI_API_KEY), a local model (run dir, "
+                   "hub id, 'base', ...), or 'human' (you, in the terminal)")
+    p.add_argument("--judge-model", default=None, help="the endpoint's model name (default: the only one it serves)")
+    p.add_argument("--ab-max", type=int, default=None, help="use at most the first N A/B prompts")
+    p.add_argument("--ab-file", default=None, help="human judge: preferences file, resumed if it exists "
+                   "(default OUT/ab_preferences.jsonl)")
+    p.add_argument("--ab-max-new-tokens", type=int, default=None, help="longest A/B answer in tokens (default 256)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tunesmith.evaluate.sweep import format_sweep_table, plan_sweep, run_sweep
+
+    results = run_sweep(plan_sweep(args.config, args.overrides))
+    print(format_sweep_table(results))
+    if results["best"]:
+        best = results["best"]
+        print(f"best:    {best['name']} (final eval loss {best['final_eval_loss']:.4f}) in {best['dir']}")
+        print(f"config:  {best['config']}  (tunesmith train {best['config']} max_steps=0 for the full run)")
+    print(f"plot:    {results['plot']}")
+    print(f"results: {results['output_dir']}/sweep_results.json")
+    return 0
+
+
+def _sweep_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="short runs over settings (learning rate first), ranked by eval loss",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="tunesmith sweep [CONFIG.yaml] key=v1,v2,... [key=v1,v2 ...] [key=value ...]",
+                       epilog="example:\n  tunesmith sweep examples/quickstart.yaml learning_rate=1e-4,5e-4,1e-3 "
+                              "max_steps=30 output_dir=runs/lr-sweep\n\nA value with commas is swept; several "
+                              "swept keys make a grid. lora_target and freeze_modules\nare swept with ';' "
+                              "(\"q_proj,v_proj;all-linear\"). Needs validation data (val_size or val_dataset).\n"
+                              "Each run trains into OUTPUT_DIR/<key-value>; OUTPUT_DIR gets sweep_results.json, "
+                              "sweep.png and best.yaml.")
+    p.add_argument("config", nargs="?", help="YAML config file (optional; key=value overrides apply on top)")
+    p.add_argument("overrides", nargs="*", help="key=v1,v2,... to sweep; key=value for every run")
+    p.set_defaults(func=cmd_sweep)
+
+
+def cmd_webui(args: argparse.Namespace) -> int:
+    from tunesmith.webui.app import launch
+
+    launch(args.host, args.port, args.output_root)
+    return 0
+
+
+def _webui_parser(sub) -> None:
+    p = sub.add_parser("webui", help="web UI: train, evaluate, chat, export and browse runs (Korean / English)",
+                       description="tunesmith webui [--host 127.0.0.1] [--port 7860] [--output-root runs]")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--output-root", default="runs", help="folder for runs, evaluations and exports")
+    p.set_defaults(func=cmd_webui)
+
+
 VERBS = {"train": _train_parser, "chat": _chat_parser, "serve": _serve_parser, "score": _score_parser,
-         "export": _export_parser, "eval": _eval_parser}
+         "export": _export_parser, "eval": _eval_parser, "sweep": _sweep_parser,
+         "webui": _webui_parser}
 
 
 def main(argv: list[str] | None = None) -> int:

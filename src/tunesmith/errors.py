@@ -15,3 +15,8 @@ class DataError(TunesmithError):
 
 class ModelError(TunesmithError):
     pass
+
+
+class JudgeError(TunesmithError):
+    """The A/B judge cannot be used: unreachable endpoint, rejected key, unknown judge model, a reply that is not a
+    chat completion."""

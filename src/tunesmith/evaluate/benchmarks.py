@@ -163,15 +163,22 @@ def score_mc(loaded, bench: Benchmark) -> tuple[dict, list[dict]]:
     return {"accuracy": correct / len(bench.items)}, samples
 
 
-def generate_answers(loaded, questions: list[str]) -> list[str]:
-    params = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
-    answers = []
-    for start in range(0, len(questions), GENERATION_BATCH):
-        requests = [Request(loaded.encode_chat([{"role": "user", "content": q}]), params)
-                    for q in questions[start:start + GENERATION_BATCH]]
+def generate_replies(loaded, conversations: list[list[dict[str, str]]],
+                     max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+    """Greedy replies to each conversation (rendered with the model's chat template), decoded in batches."""
+    loaded.activate()
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    replies = []
+    for start in range(0, len(conversations), GENERATION_BATCH):
+        requests = [Request(loaded.encode_chat(messages), params)
+                    for messages in conversations[start:start + GENERATION_BATCH]]
         loaded.engine.generate(requests)
-        answers += [r.text.rstrip("\ufffd").strip() for r in requests]  # a character cut by the token limit
-    return answers
+        replies += [r.text.rstrip("\ufffd").strip() for r in requests]  # a character cut by the token limit
+    return replies
+
+
+def generate_answers(loaded, questions: list[str]) -> list[str]:
+    return generate_replies(loaded, [[{"role": "user", "content": q}] for q in questions])
 
 
 def score_exact(loaded, bench: Benchmark) -> tuple[dict, list[dict]]:

@@ -1,11 +1,19 @@
-"""Orchestration: check every input file first, then load each model in turn, measure it, and write
-DIR/eval_results.json (+ report.html). Only one model is in memory at a time.
+"""Orchestration: check every input file (and reach the A/B judge) first, then load each model in turn, measure it
+and let it answer the A/B prompts, then judge the A/B pairs, and write DIR/eval_results.json (+ report.html). Only
+one model is in memory at a time (a local judge loads after the compared models are gone).
 
 eval_results.json:
   {"models": [{"label", "spec"}], "dataset": path|null,
    "benchmarks": [{"name", "path", "kind", "n", "few_shot"}],
    "metrics": {label: {"eval_loss", "perplexity", "BENCH/accuracy", "BENCH/bleu", "BENCH/rouge_l", ...}},
-   "samples": {BENCH: [{"question", "answer", "choices"?, "predictions": {label: text}, "correct": {label: bool}}]}}
+   "samples": {BENCH: [{"question", "answer", "choices"?, "predictions": {label: text}, "correct": {label: bool}}]},
+   "training": {label: {"run", "train": [[step, loss]], "eval": [[step, eval_loss]], "checkpoint_step"}},
+   "ab": {"model_1", "model_2", "judge": {"kind", "name"}, "prompts_file", "n_prompts", "wins", "ties", "losses"
+          (of model 2 vs model 1), "judged", "invalid", "invalid_replies", "inconsistent", "skipped", "not_judged",
+          "win_rate", "ci95": [low, high], "ci_method",
+          "pairs": [{"index", "prompt", "answers": {label: text}, "shown": {"A": label, "B": label},
+                     "judgments": [{"A", "B", "reply"|"choice", "verdict", "preferred"}], "outcome", "inconsistent"}]}}
+  ("training" only for models that are run directories or checkpoints; "ab" only with --ab.)
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from tunesmith.data.formats import Document, Preference, to_canonical
 from tunesmith.data.packing import pack_step
 from tunesmith.data.sources import read_rows
 from tunesmith.errors import DataError
+from tunesmith.evaluate.abtest import ABOptions, ABTest
 from tunesmith.evaluate.benchmarks import Benchmark, load_benchmark, score
+from tunesmith.evaluate.curves import training_curves
 from tunesmith.train.stages import causal_lm_loss
 
 log = logging.getLogger("tunesmith")
@@ -76,12 +86,14 @@ def _labels(specs: list[str]) -> list[str]:
 
 
 def run_eval(specs: list[str], dataset: str | None, benchmark_paths: list[str], out: str,
-             max_samples: int | None = None, few_shot: int = 0, device: str = "auto") -> dict:
+             max_samples: int | None = None, few_shot: int = 0, device: str = "auto",
+             ab: ABOptions | None = None) -> dict:
     from tunesmith.evaluate.report import write_report
     from tunesmith.infer.loading import load_for_inference
 
-    if not dataset and not benchmark_paths:
-        raise DataError("eval: nothing to measure; give --dataset FILE and/or --benchmark FILE")
+    if not dataset and not benchmark_paths and ab is None:
+        raise DataError("eval: nothing to measure; give --dataset FILE, --benchmark FILE and/or --ab PROMPTS_FILE "
+                        "--judge ...")
     items = load_dataset_items(dataset, max_samples) if dataset else None  # bad rows stop before any model loads
     benches: list[Benchmark] = [load_benchmark(p, few_shot, max_samples) for p in benchmark_paths]
     names = [b.name for b in benches]
@@ -89,6 +101,8 @@ def run_eval(specs: list[str], dataset: str | None, benchmark_paths: list[str], 
         if names.count(b.name) > 1:
             b.name = f"{b.name}@{Path(b.path).parent.name or '.'}"
     labels = _labels(specs)
+    out_dir = Path(out)
+    abtest = ABTest(ab, labels, out_dir, device) if ab is not None else None
     results = {"models": [{"label": lab, "spec": spec or "base"} for lab, spec in zip(labels, specs)],
                "dataset": dataset,
                "benchmarks": [{"name": b.name, "path": b.path, "kind": b.kind, "n": len(b.items),
@@ -98,7 +112,10 @@ def run_eval(specs: list[str], dataset: str | None, benchmark_paths: list[str], 
         results["samples"][b.name] = [
             {"question": it.question, "answer": it.answer, **({"choices": it.choices} if it.choices else {}),
              "predictions": {}, "correct": {}} for it in b.items]
-    for label, spec in zip(labels, specs):
+    training = {label: curves for label, spec in zip(labels, specs) if (curves := training_curves(spec))}
+    if training:
+        results["training"] = training
+    for number, (label, spec) in enumerate(zip(labels, specs), 1):
         log.info("evaluating %s", label)
         loaded = load_for_inference(None if spec in ("", "base") else spec, device, name=label)
         metrics = {}
@@ -110,9 +127,13 @@ def run_eval(specs: list[str], dataset: str | None, benchmark_paths: list[str], 
             for row, s in zip(results["samples"][b.name], samples):
                 row["predictions"][label], row["correct"][label] = s["prediction"], s["correct"]
         results["metrics"][label] = metrics
+        if abtest is not None:
+            log.info("%s answers %d A/B prompts", label, len(abtest.prompts))
+            abtest.collect(number, loaded)
         del loaded
         gc.collect()
-    out_dir = Path(out)
+    if abtest is not None:
+        results["ab"] = abtest.run()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "eval_results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
     write_report(results, out_dir / "report.html")
