@@ -1,0 +1,91 @@
+"""`tunesmith webui`: the Gradio page (Train / Evaluate / Chat / Export / Runs) and its launch.
+
+Training, evaluation and export run as the CLI in subprocesses (jobs.py); chat loads models with the library
+functions `tunesmith chat` uses. This package only builds configs and command lines and shows results.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from tunesmith.errors import TunesmithError
+from tunesmith.webui import ab_tab, chat_tab, eval_tab, export_tab, runs_tab, train_tab
+from tunesmith.webui.context import TRAIN, Context
+from tunesmith.webui.i18n import DEFAULT_LANGUAGE, LANGUAGE_CHOICES, Key, Labels, language_from_header, text
+from tunesmith.webui.runs import loadable_models
+from tunesmith.webui.views import CSS
+
+TAB_TRAIN, TAB_EVAL, TAB_CHAT, TAB_EXPORT, TAB_RUNS = "train", "eval", "chat", "export", "runs"
+
+
+def build_app(ctx: Context, labels: Labels | None = None) -> gr.Blocks:
+    """The page; `labels` collects every translated component (pass one in to inspect it)."""
+    L = labels if labels is not None else Labels(DEFAULT_LANGUAGE)
+    with gr.Blocks(title="tunesmith", analytics_enabled=False) as demo:  # no calls home: this may run offline
+        with gr.Row():
+            L.make(gr.Markdown, value=Key("app.title"), elem_id="ts-title")
+            lang = gr.Radio(LANGUAGE_CHOICES, value=DEFAULT_LANGUAGE, label="Language / 언어", elem_id="ts-language",
+                            scale=0, min_width=220)
+        with gr.Tabs() as tabs:
+            with L.make(gr.Tab, label=Key("tab.train"), id=TAB_TRAIN, elem_id="ts-tab-train"):
+                train = train_tab.build(ctx, L, lang)
+            with L.make(gr.Tab, label=Key("tab.eval"), id=TAB_EVAL, elem_id="ts-tab-eval") as eval_page:
+                evaluate = eval_tab.build(ctx, L, lang)
+                with L.make(gr.Accordion, label=Key("ab.title"), open=False):
+                    L.make(gr.Markdown, value=Key("ab.intro"))
+                    ab_tab.build(ctx, L, lang)
+            with L.make(gr.Tab, label=Key("tab.chat"), id=TAB_CHAT, elem_id="ts-tab-chat") as chat_page:
+                chat = chat_tab.build(ctx, L, lang)
+            with L.make(gr.Tab, label=Key("tab.export"), id=TAB_EXPORT, elem_id="ts-tab-export") as export_page:
+                export = export_tab.build(ctx, L, lang)
+            with L.make(gr.Tab, label=Key("tab.runs"), id=TAB_RUNS, elem_id="ts-tab-runs") as runs_page:
+                runs = runs_tab.build(ctx, L, lang)
+
+        # Runs -> other tabs: put the run into the target's picker and switch to that tab.
+        runs.to_chat.click(lambda path: (gr.update(value=path), gr.Tabs(selected=TAB_CHAT)),
+                           [runs.selected], [chat.model, tabs])
+        runs.to_eval.click(lambda path: (gr.update(value=["base", path] if path else ["base"]),
+                                         gr.Tabs(selected=TAB_EVAL)), [runs.selected], [evaluate.models, tabs])
+        runs.to_export.click(lambda path: (gr.update(value=path), gr.Tabs(selected=TAB_EXPORT)),
+                             [runs.selected], [export.run, tabs])
+
+        # Opening a tab refreshes its pickers, so a run that just finished is there to choose.
+        def models():
+            return gr.update(choices=loadable_models(ctx.root))
+
+        chat_page.select(models, None, [chat.model])
+        eval_page.select(models, None, [evaluate.models])
+        export_page.select(lambda: gr.update(choices=export_tab.finished_runs(ctx)), None, [export.run])
+        runs_page.select(runs.refresh_view, [lang, runs.selected], [runs.table, runs.selected])
+        lang.change(L.updates, [lang], L.components)
+
+        def on_page_load(request: gr.Request):
+            """The browser's preferred language, a fresh run folder, and the live view of a run in progress."""
+            header = request.headers.get("accept-language") if request is not None else None
+            job = ctx.job(TRAIN)
+            return language_from_header(header), train_tab.new_run_dir(ctx), gr.Timer(active=bool(job and job.running))
+
+        demo.load(on_page_load, None, [lang, train.output_dir, train.timer])
+    return demo
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, output_root: str = "runs") -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes are not news
+    root = Path(output_root)
+    root.mkdir(parents=True, exist_ok=True)
+    ctx = Context(root)
+    demo = build_app(ctx)
+    try:
+        demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(root.resolve())], css=CSS,
+                            ssr_mode=False, show_error=False, quiet=True, inbrowser=False, prevent_thread_lock=True)
+    except OSError:
+        raise TunesmithError(f"webui: cannot listen on {host}:{port} (in use?); pick another with --port") from None
+    print(text(DEFAULT_LANGUAGE, "app.listening", url=f"http://{host}:{port}"), flush=True)
+    try:
+        demo.block_thread()  # until Ctrl-C
+    finally:
+        ctx.stop_all()  # a run started from the page does not outlive it
+        demo.close()
