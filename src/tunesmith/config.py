@@ -63,7 +63,7 @@ class TrainConfig:
     per_device_batch_size: int = _f(2, "Rows per micro-batch (the padded-equivalent; see max_tokens_per_batch).")
     gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.")
     max_tokens_per_batch: int = _f(
-        0, "Token budget of one packed micro-batch; 0 = per_device_batch_size * cutoff_len."
+        0, "Token budget of one packed micro-batch; 0 = auto, from free memory (rows per step stay fixed)."
     )
     # --- optimisation
     learning_rate: float = _f(2e-4, "Peak learning rate.")
@@ -72,10 +72,15 @@ class TrainConfig:
     optimizer: str = _f("adamw", "Optimizer (adamw_8bit needs bitsandbytes).", OPTIMIZERS)
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
-    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    gradient_checkpointing: bool | str = _f(
+        "auto", "Recompute activations in backward to save memory; auto = only if a row would not fit otherwise.",
+        (True, False, "auto"))
+    torch_compile: bool = _f(False, "Compile the decoder layers with torch.compile (fuses the small ops; the first "
+                                    "steps pay the compile time).")
     dtype: str = _f("auto", "Weights/compute dtype: auto = bf16 on GPUs that support it, else fp32.", DTYPES)
     device: str = _f("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")
     seed: int = _f(42, "Seed for shuffling, splitting, dropout and initialisation.")
+    shuffle: bool = _f(True, "Reshuffle training rows every epoch; false = file order (e.g. to compare tools).")
     # --- evaluation, checkpoints, logging
     eval_steps: int = _f(0, "Evaluate every N steps (0 = only at start and end).")
     save_steps: int = _f(0, "Write a checkpoint every N steps (0 = only the final adapter).")
@@ -131,10 +136,6 @@ class TrainConfig:
         if not self.dataset:
             raise ConfigError("config: dataset is required, e.g. dataset=examples/data/haneul_faq.jsonl")
         return self
-
-    @property
-    def token_budget(self) -> int:
-        return self.max_tokens_per_batch or self.per_device_batch_size * self.cutoff_len
 
     @property
     def rows_per_step(self) -> int:

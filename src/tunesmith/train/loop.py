@@ -8,6 +8,7 @@ torchrun each process takes every world_size-th row of a step and DDP averages t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -24,9 +25,16 @@ from tunesmith.data.templates import get_template
 from tunesmith.errors import ConfigError
 from tunesmith.model.adapters import attach_adapter, count_parameters
 from tunesmith.model.attention import use_varlen_attention, wants_varlen
-from tunesmith.model.loader import (load_model, load_tokenizer, pick_device, pick_dtype, quantization_config,
-                                    resolve_model)
+from tunesmith.model.loader import (
+    load_model,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    quantization_config,
+    resolve_model,
+)
 from tunesmith.train import checkpoint as ckpt
+from tunesmith.train.memory import plan_memory
 from tunesmith.train.monitor import Monitor
 from tunesmith.train.optim import build_optimizer, build_scheduler
 from tunesmith.train.stages import get_stage
@@ -97,11 +105,12 @@ def _trim_log(out: Path, step: int) -> list[dict]:
     return kept
 
 
-def rows_for_step(n_rows: int, rows_per_step: int, step: int, seed: int) -> list[int]:
+def rows_for_step(n_rows: int, rows_per_step: int, step: int, seed: int, shuffle: bool = True) -> list[int]:
     """The rows of optimizer step `step`: a fresh seeded permutation per epoch, so the position is just the step."""
     steps_per_epoch = math.ceil(n_rows / rows_per_step)
     epoch, index = divmod(step, steps_per_epoch)
-    order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    generator = torch.Generator().manual_seed(seed + epoch)
+    order = torch.randperm(n_rows, generator=generator).tolist() if shuffle else list(range(n_rows))
     return order[index * rows_per_step:(index + 1) * rows_per_step]
 
 
@@ -143,7 +152,6 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
     stage = get_stage(cfg)
     train_examples = stage.encode(splits.train, template, tokenizer, cfg, "train")
     val_examples = stage.encode(splits.val, template, tokenizer, cfg, "validation")
-    val_batches = stage.batches(val_examples, cfg.token_budget)
     set_seed(cfg.seed)
     dtype = pick_dtype(cfg.dtype, device)
     quantization = (quantization_config(cfg.quantization_bit, cfg.quantization_type, cfg.double_quantization, dtype)
@@ -152,7 +160,12 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
     base.config.pad_token_id = tokenizer.pad_token_id
     if wants_varlen(device, base):
         use_varlen_attention(base)
-    model = attach_adapter(base, cfg, heads=stage.heads)
+    plan = plan_memory(cfg, base, device)
+    model = attach_adapter(base, dataclasses.replace(cfg, gradient_checkpointing=plan.checkpointing),
+                           heads=stage.heads)
+    if cfg.torch_compile:
+        compile_layers(model)
+    val_batches = stage.batches(val_examples, plan.token_budget)
     stage.prepare(model)
     trainable, total = count_parameters(model)
     steps_per_epoch = math.ceil(len(train_examples) / cfg.rows_per_step)
@@ -197,8 +210,9 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
     step = state["step"]
     while step < max_steps:
         step_start = time.time()
-        rows = rows_for_step(len(train_examples), cfg.rows_per_step, step, cfg.seed)[dist.rank::dist.world]
-        batches = stage.batches([train_examples[i] for i in rows], cfg.token_budget)
+        rows = rows_for_step(len(train_examples), cfg.rows_per_step, step, cfg.seed, cfg.shuffle)
+        rows = rows[dist.rank::dist.world]
+        batches = stage.batches([train_examples[i] for i in rows], plan.token_budget)
         step_targets = dist.sum(sum(b.num_targets for b in batches), device)
         step_loss = 0.0
         for i, batch in enumerate(batches):
@@ -258,8 +272,23 @@ def train(cfg: TrainConfig, show_progress: bool = True) -> RunResult:
         _save_run(out, model, tokenizer, template)
         monitor.finish({"step": step, "stopped_early": result.stopped_early, "train_runtime_s": round(
             result.runtime_s, 2), "samples_per_s": round(result.samples_per_s, 4),
-            "tokens_per_s": round(result.tokens_per_s, 2), "trainable_params": trainable})
+            "tokens_per_s": round(result.tokens_per_s, 2), "trainable_params": trainable,
+            "micro_batch_tokens": plan.token_budget, "gradient_checkpointing": plan.checkpointing,
+            **({"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2)}
+               if device.type == "cuda" else {})})
     return result
+
+
+def compile_layers(model) -> None:
+    """torch.compile each decoder layer (not the whole model: the layers share one compiled graph, and the packed
+    attention's row loop stays outside it). Shapes change with every micro-batch, hence dynamic."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = getattr(causal.get_decoder(), "layers", None)
+    if layers is None:
+        raise ConfigError("config: torch_compile=true needs a model with decoder layers (model.layers); "
+                          "set torch_compile=false")
+    for layer in layers:
+        layer.compile(dynamic=True)
 
 
 class _no_sync:

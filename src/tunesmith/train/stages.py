@@ -17,6 +17,7 @@ from tunesmith.config import TrainConfig
 from tunesmith.data.dataset import Item, encode_documents, encode_items
 from tunesmith.data.packing import IGNORE, Example, MicroBatch, pack_step
 from tunesmith.data.templates import Template
+from tunesmith.train.fused_loss import chunked_linear_cross_entropy, output_head
 
 
 @dataclass
@@ -26,13 +27,20 @@ class LossOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def causal_lm_loss(model, batch: MicroBatch) -> LossOutput:
+def causal_lm_loss(model, batch: MicroBatch, chunked: bool = True) -> LossOutput:
     """Next-token cross-entropy on the target positions only.
 
-    `logits_to_keep` with a boolean mask makes the model project only the positions that carry a target through the
-    vocabulary head: on answer-only SFT that skips most of the (large) logits tensor entirely.
+    Only positions that carry a target go through the vocabulary head: on answer-only SFT that skips most of the
+    (large) logits entirely. Where the head is a plain linear map (see fused_loss.output_head) it runs in chunks with
+    its gradients taken on the spot, so full-vocabulary logits never exist for the whole micro-batch; otherwise the
+    model projects the kept positions itself (`logits_to_keep` with a boolean mask).
     """
     keep = batch.targets != IGNORE
+    split = output_head(model) if chunked else None
+    if split is not None:
+        decoder, head = split
+        hidden = decoder(**batch.model_inputs(), use_cache=False).last_hidden_state[keep]
+        return LossOutput(chunked_linear_cross_entropy(hidden, head.weight, batch.targets[keep]), int(keep.sum()))
     out = model(**batch.model_inputs(), logits_to_keep=keep, use_cache=False)
     logits = out.logits.reshape(-1, out.logits.shape[-1])
     loss_sum = F.cross_entropy(logits.float(), batch.targets[keep], reduction="sum")

@@ -221,6 +221,7 @@ STRINGS = {
                                    "메모리에 들어가지 않을 때만.",
     "help.dtype": "가중치/연산 자료형: auto = 지원하는 GPU에서는 bf16, 그 밖에는 fp32.",
     "help.device": "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.",
+    "help.torch_compile": "디코더 층을 torch.compile로 컴파일 (작은 연산을 합쳐 빨라지지만 첫 스텝들이 컴파일 시간을 냄).",
     "help.seed": "섞기, 분할, 드롭아웃, 초기화에 쓰는 시드.",
     "help.shuffle": "에폭마다 학습 행을 다시 섞음. false = 파일 순서 그대로 (예: 도구 비교용).",
     "help.eval_steps": "N 스텝마다 평가 (0 = 시작과 끝에만).",

@@ -1,0 +1,98 @@
+"""The chunked vocabulary head + loss computes what the plain full-logits path computes, gradients included.
+(Packed vs one-row-at-a-time equality is in test_packing_equivalence.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tunesmith.data.packing import IGNORE, Example, pack_rows
+from tunesmith.model.attention import use_varlen_attention
+from tunesmith.train.fused_loss import chunked_linear_cross_entropy, output_head
+from tunesmith.train.stages import causal_lm_loss
+
+
+@pytest.mark.parametrize("train_head", [False, True])
+def test_chunked_linear_cross_entropy_matches_full_logits(train_head):
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=train_head)
+    targets = torch.randint(0, 50, (37,))
+
+    plain = F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    plain.backward()
+    want_h, want_w = hidden.grad.clone(), weight.grad.clone() if train_head else None
+    hidden.grad, weight.grad = None, None
+
+    chunked = chunked_linear_cross_entropy(hidden, weight, targets, chunk=8)  # 5 chunks, the last one short
+    (chunked * 0.5).backward()  # a scaled upstream gradient must scale both gradients
+    torch.testing.assert_close(chunked, plain)
+    torch.testing.assert_close(hidden.grad, want_h * 0.5)
+    if train_head:
+        torch.testing.assert_close(weight.grad, want_w * 0.5)
+    else:
+        assert weight.grad is None
+    with torch.no_grad():  # evaluation: the loss only
+        torch.testing.assert_close(chunked_linear_cross_entropy(hidden, weight, targets, chunk=8), plain.detach())
+
+
+def _rows(vocab: int) -> list[Example]:
+    torch.manual_seed(1)
+    rows = []
+    for length, prompt in ((9, 4), (14, 6), (6, 2)):
+        ids = torch.randint(3, vocab, (length,)).tolist()
+        rows.append(Example(ids, [IGNORE] * prompt + ids[prompt:]))
+    return rows
+
+
+def _tiny_lora(tiny_model_dir, method="lora"):
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.config import TrainConfig
+    from tunesmith.model.adapters import attach_adapter
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    use_varlen_attention(model)
+    model = attach_adapter(model, TrainConfig(method=method, lora_rank=4))
+    for name, p in model.named_parameters():  # LoRA B starts at zero; make every adapter weight matter
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    return model
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_chunked_loss_and_gradients_equal_the_plain_path(tiny_model_dir, method):
+    model = _tiny_lora(tiny_model_dir, method)
+    assert output_head(model) is not None  # the tiny Llama takes the chunked path
+    batch = pack_rows(_rows(model.config.vocab_size))
+    fast = causal_lm_loss(model, batch)
+    fast.loss_sum.backward()
+    fast_grads = _grads(model)
+    plain = causal_lm_loss(model, batch, chunked=False)
+    plain.loss_sum.backward()
+    plain_grads = _grads(model)
+    assert fast.num_targets == plain.num_targets == batch.num_targets
+    torch.testing.assert_close(fast.loss_sum, plain.loss_sum, rtol=1e-5, atol=1e-5)
+    assert fast_grads.keys() == plain_grads.keys() and fast_grads
+    for name in plain_grads:
+        torch.testing.assert_close(fast_grads[name], plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_torch_compile_trains_to_the_same_losses(tiny_model_dir, alpaca_file, tmp_path):
+    from tunesmith.config import load_config
+    from tunesmith.train.loop import train
+
+    common = [f"model={tiny_model_dir}", f"dataset={alpaca_file}", "max_steps=2", "per_device_batch_size=2",
+              "gradient_accumulation_steps=1", "val_size=0", "cutoff_len=64"]
+    plain = train(load_config(None, [*common, f"output_dir={tmp_path / 'plain'}"]), show_progress=False)
+    compiled = train(load_config(None, [*common, f"output_dir={tmp_path / 'compiled'}", "torch_compile=true"]),
+                     show_progress=False)
+    assert compiled.losses == pytest.approx(plain.losses, rel=1e-4)
