@@ -2,9 +2,10 @@
 decided from the memory that is free once the model is loaded. Rows per optimizer step never change, so the loss
 and the update are the same whatever is chosen; only the grouping of rows into micro-batches (and the speed) is.
 
-The activation estimate is per token and per decoder layer: ACT_PER_LAYER_TOKEN hidden-sized and intermediate-sized
-values kept for backward (attention in/out, norms, the MLP's gate/up/act outputs, LoRA inputs), measured on
-SmolLM2-135M in fp32 (2.4 GB for 750 tokens) and rounded up. With checkpointing only each layer's input is kept.
+The activation estimate is per token and per decoder layer: HIDDEN_COPIES hidden-sized plus INTERMEDIATE_COPIES
+intermediate-sized values kept for backward (attention in/out, norms, the MLP's gate/up/act outputs, LoRA inputs),
+fitted to SmolLM2-135M in fp32 (2.4 GB for 750 tokens) and rounded up. With checkpointing only each layer's input is
+kept, plus one layer's activations while it is recomputed.
 """
 
 from __future__ import annotations
