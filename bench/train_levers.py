@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from report import write_section
+from train_throughput import encoded_rows
 from word_problems import make_rows
 
 ROWS, CUTOFF = 16, 512
@@ -47,18 +48,11 @@ def _setup(varlen: bool, checkpointing: bool, compiled: bool):
     return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
 
-def _examples(tokenizer):
-    from tunesmith.data.dataset import encode_conversation
-    from tunesmith.data.formats import to_canonical
-    from tunesmith.data.sources import read_rows
-    from tunesmith.data.templates import get_template
-
+def _examples(model: Path, tokenizer):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.json"
         path.write_text(json.dumps(make_rows(ROWS, 0, tokenizer)))
-        items = to_canonical(read_rows(str(path)))
-    template = get_template("alpaca", tokenizer)
-    return [encode_conversation(c, template, tokenizer, CUTOFF) for c in items]
+        return encoded_rows(model, path, ROWS)  # cut at CUTOFF, as in train_throughput
 
 
 def step_seconds(examples, budget: int, chunked: bool, repeats: int, **setup) -> float:
@@ -100,7 +94,8 @@ def main() -> None:
     args = parser.parse_args()
     from tunesmith.model.loader import load_tokenizer, resolve_model
 
-    examples = _examples(load_tokenizer(resolve_model(None)))
+    model = Path(resolve_model(None))
+    examples = _examples(model, load_tokenizer(str(model)))
     tokens = sum(len(e) for e in examples)
     results = {}
     for name, (budget, chunked, setup) in VARIANTS.items():

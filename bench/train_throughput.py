@@ -61,19 +61,11 @@ def trained_rows_loss(model: Path, adapter: Path, rows_file: Path, n: int) -> fl
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.data.dataset import encode_conversation
-    from tunesmith.data.formats import to_canonical
     from tunesmith.data.packing import pack_step
-    from tunesmith.data.sources import read_rows
-    from tunesmith.data.templates import get_template
     from tunesmith.model.attention import use_varlen_attention
-    from tunesmith.model.loader import load_tokenizer
     from tunesmith.train.stages import causal_lm_loss
 
-    tokenizer = load_tokenizer(str(model))
-    template = get_template("alpaca", tokenizer)
-    examples = [encode_conversation(c, template, tokenizer, HP["cutoff_len"])
-                for c in to_canonical(read_rows(str(rows_file)))[:n]]
+    examples = encoded_rows(model, rows_file, n)
     base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     use_varlen_attention(base)  # row-confined attention: the stock packed mask is quadratic in the pack length
     net = PeftModel.from_pretrained(base, adapter).eval()
@@ -95,7 +87,7 @@ def cpu_case(repeats: int) -> None:
         work = Path(tmp)
         rows_file = work / "rows.json"
         rows_file.write_text(json.dumps(make_rows(ROWS, 0, load_tokenizer(str(model)))))
-        tokens = _row_tokens(model, rows_file, trained)
+        tokens = sum(len(e) for e in encoded_rows(model, rows_file, trained))
         lf_config = lf.write_config(work, model, rows_file, HP)
         runs = {"LLaMA-Factory": [], "tunesmith": [], "tunesmith torch_compile=true": []}
         for i in range(repeats):  # interleaved, so a slow spell of the machine hits all
@@ -112,7 +104,8 @@ def cpu_case(repeats: int) -> None:
     _write_cpu_table(runs, losses, tokens, trained, repeats, lf_versions)
 
 
-def _row_tokens(model: Path, rows_file: Path, n: int) -> int:
+def encoded_rows(model: Path, rows_file: Path, n: int) -> list:
+    """The first n rows as tunesmith trains them: alpaca template, cut at cutoff_len."""
     from tunesmith.data.dataset import encode_conversation
     from tunesmith.data.formats import to_canonical
     from tunesmith.data.sources import read_rows
@@ -121,8 +114,8 @@ def _row_tokens(model: Path, rows_file: Path, n: int) -> int:
 
     tokenizer = load_tokenizer(str(model))
     template = get_template("alpaca", tokenizer)
-    return sum(len(encode_conversation(c, template, tokenizer, HP["cutoff_len"]))
-               for c in to_canonical(read_rows(str(rows_file)))[:n])
+    return [encode_conversation(c, template, tokenizer, HP["cutoff_len"])
+            for c in to_canonical(read_rows(str(rows_file)))[:n]]
 
 
 def _write_cpu_table(runs: dict, losses: dict, tokens: int, trained: int, repeats: int, lf_versions: dict) -> None:
