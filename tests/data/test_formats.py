@@ -3,7 +3,7 @@ import json
 import pytest
 
 from tests.conftest import write_jsonl
-from tunesmith.data.formats import Conversation, Document, to_canonical
+from tunesmith.data.formats import Conversation, Document, detect_format, to_canonical
 from tunesmith.data.sources import read_rows
 from tunesmith.errors import DataError
 
@@ -112,3 +112,10 @@ def test_conversation_type(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", [{"prompt": "Q1", "completion": "A1"}])
     [conv] = load(path)
     assert isinstance(conv, Conversation) and conv.messages == EXPECTED
+
+
+@pytest.mark.parametrize("value", [5, {"from": "human", "value": "Q"}, "text", None, [], ["Q"]])
+def test_detect_format_takes_any_conversations_value(value):
+    # the converter, not detection, reports a wrong value, with the row's location
+    assert detect_format({"conversations": value}) == "sharegpt"
+    assert detect_format({"conversations": [{"role": "user", "content": "Q"}]}) == "openai"

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from tunesmith.config import TrainConfig
-from tunesmith.data.formats import Conversation, Document, to_canonical
+from tunesmith.data.formats import Conversation, Document, Preference, to_canonical
 from tunesmith.data.packing import IGNORE, Example
 from tunesmith.data.sources import read_rows
 from tunesmith.data.templates import Template
@@ -37,7 +37,34 @@ def _load(sources: list[str], cfg: TrainConfig) -> list[Item]:
     items: list[Item] = []
     for source in sources:
         items += to_canonical(read_rows(source), cfg.dataset_format, cfg.columns, cfg.system)
+    for item in items:  # here, before any model or tokenizer loads, rather than when the stage encodes
+        problem = stage_mismatch(item, cfg.stage)
+        if problem:
+            raise DataError(f"{item.location}: {problem}")
     return items
+
+
+def stage_mismatch(item: Item | Preference, stage: str) -> str | None:
+    """Why `stage` cannot train on this kind of row, with the fix; None when it can."""
+    if stage == "pt":
+        if isinstance(item, Document):
+            return None
+        kind = "preference rows go to stage=dpo or stage=rm" if isinstance(item, Preference) \
+            else "use stage=sft for conversations"
+        return f"stage=pt trains on raw text; give rows with a 'text' column or .txt files ({kind})"
+    if stage in ("rm", "dpo"):
+        if isinstance(item, Preference):
+            return None
+        kind = "raw text (stage=pt)" if isinstance(item, Document) else "a conversation (stage=sft)"
+        return (f"stage={stage} needs preference rows (prompt, chosen, rejected), this row is {kind}; add "
+                "'chosen' and 'rejected' answers or change the stage")
+    if isinstance(item, Document):
+        return (f"raw text rows need stage=pt; for stage={stage} use instruction/output, conversations or messages "
+                "rows")
+    if isinstance(item, Preference):
+        return (f"this is a preference row (chosen/rejected), which stage={stage} cannot learn from; use stage=dpo "
+                "or stage=rm, or for stage=sft give an output/answer column (e.g. columns={output: chosen})")
+    return None
 
 
 def load_items(cfg: TrainConfig) -> Splits:
@@ -84,9 +111,9 @@ def wants_bos(tokenizer, template: Template | None) -> bool:
 def encode_items(items: list[Item], template: Template, tokenizer, cfg: TrainConfig, split: str) -> list[Example]:
     examples, dropped, truncated = [], 0, 0
     for item in items:
-        if isinstance(item, Document):
-            raise DataError(f"{item.location}: raw text rows need stage=pt; for stage={cfg.stage} use "
-                            "instruction/output, conversations or messages rows")
+        problem = stage_mismatch(item, "sft")  # a preference row encodes to no answer: never "raise cutoff_len"
+        if problem:
+            raise DataError(f"{item.location}: {problem}")
         ex = encode_conversation(item, template, tokenizer, cfg.cutoff_len, cfg.train_on_prompt)
         if ex is None:
             dropped += 1

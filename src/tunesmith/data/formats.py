@@ -71,7 +71,8 @@ def detect_format(row: dict[str, Any]) -> str:
     if "messages" in row:
         return "openai"
     if "conversations" in row:
-        first = (row["conversations"] or [{}])[0]
+        turns = row["conversations"]  # not a list (5, {...}): sharegpt's converter names the key and the fix
+        first = turns[0] if isinstance(turns, list) and turns else None
         return "openai" if isinstance(first, dict) and "role" in first else "sharegpt"
     keys = set(row)
     if ({"instruction", *ALIASES["instruction"]} & keys) and ({"output", *ALIASES["output"]} & keys):
@@ -90,8 +91,11 @@ def to_canonical(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | N
         fmt = detect_format(rows[0][1])
         if fmt == "unknown":
             loc, obj = rows[0]
+            # A CSV without a header row: its first data row became the column names.
+            header = " (the first line of a CSV must be its header, e.g. instruction,output)" \
+                if loc.rsplit(":", 1)[0].lower().endswith(".csv") else ""
             raise DataError(
-                f"{loc}: cannot tell the data format from the columns {sorted(obj)}; use alpaca "
+                f"{loc}: cannot tell the data format from the columns {_short(sorted(obj))}{header}; use alpaca "
                 "(instruction/output), sharegpt (conversations), openai (messages) or text, or map your columns "
                 "with columns={instruction: your_question_column, output: your_answer_column}"
             )
@@ -125,10 +129,20 @@ def _text_field(ctx: _Ctx, obj: dict[str, Any], name: str, required: bool) -> st
             raise ctx.fail(f"'{name}' is missing", f"add a non-empty '{name}' to this row or delete the row")
         return None
     if not isinstance(value, str):
-        raise ctx.fail(f"'{name}' should be text, got {type(value).__name__} {value!r}", "quote the value as a string")
+        raise ctx.fail(f"'{name}' should be text, got {type(value).__name__} {_short(value)}",
+                       "quote the value as a string")
     if required and not value.strip():
         raise ctx.fail(f"'{name}' is empty", f"write the {name} or delete the row")
     return value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for a one-line message: a 100 KB cell or a deeply nested list must not become the message."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deeply>"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
@@ -148,7 +162,7 @@ def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
         raise ctx.fail("'history' should be a list of [question, answer] pairs", "fix or remove 'history'")
     for turn in history:
         if not (isinstance(turn, (list, tuple)) and len(turn) == 2 and all(isinstance(t, str) and t for t in turn)):
-            raise ctx.fail(f"history entry {turn!r} is not a [question, answer] pair of text",
+            raise ctx.fail(f"history entry {_short(turn)} is not a [question, answer] pair of text",
                            "write each entry as [\"question\", \"answer\"]")
         messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
@@ -158,7 +172,8 @@ def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
 
 def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Conversation:
     if not isinstance(items, list) or not items:
-        raise ctx.fail(f"'{key}' should be a non-empty list of turns", f"write {key}: [{{{role_key}: ..., "
+        got = "an empty list" if isinstance(items, list) else f"{type(items).__name__} {_short(items)}"
+        raise ctx.fail(f"'{key}' should be a non-empty list of turns, got {got}", f"write {key}: [{{{role_key}: ..., "
                        f"{text_key}: ...}}, ...]")
     system, messages = None, []
     for i, turn in enumerate(items, 1):
@@ -167,7 +182,7 @@ def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles:
         raw_role, content = turn[role_key], _content_text(ctx, turn[text_key], i)
         role = roles.get(str(raw_role).lower())
         if role is None:
-            raise ctx.fail(f"turn {i} has unknown role '{raw_role}'", f"use one of {', '.join(sorted(roles))}")
+            raise ctx.fail(f"turn {i} has unknown role {_short(raw_role)}", f"use one of {', '.join(sorted(roles))}")
         if role == "system":
             if messages:
                 raise ctx.fail(f"turn {i} is a system message after the conversation started",

@@ -1,129 +1,84 @@
-"""Read rows from json / jsonl / csv / parquet files or a hub dataset, remembering where each row came from.
+"""Read rows from json / jsonl / csv / parquet / txt files, folders of them, or a hub dataset, remembering where each
+row came from.
 
 Every row is returned as `(location, dict)` where location is `path:line` (files with lines) or `path:row N`, so a
-bad row anywhere in the pipeline can be reported as exactly the place the user has to open.
+bad row anywhere in the pipeline can be reported as exactly the place the user has to open. Decoding a file's bytes
+lives in `readers`; this module decides what a `dataset=` entry names.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import re
+import stat
 from pathlib import Path
-from typing import Any, Iterator
 
+from tunesmith.data.readers import Row, read_file
 from tunesmith.errors import DataError
 
-Row = tuple[str, dict[str, Any]]
+__all__ = ["FILE_SUFFIXES", "Row", "read_rows"]
 FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
+# The hub's repo id rules (owner/name, letters, digits, - _ .), plus an optional split such as train or train[:10%].
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}(:[\w.%+\[\]:-]+)?")
 
 
 def read_rows(source: str) -> list[Row]:
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in FILE_SUFFIXES)
-        if not files:
-            raise DataError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder")
-        return [row for f in files for row in read_rows(str(f))]
-    if path.exists():
-        readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet,
-                   ".txt": _read_text}
-        reader = readers.get(path.suffix.lower())
-        if reader is None:
-            raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .csv, .parquet or .txt")
-        rows = list(reader(path))
-        if not rows:
-            raise DataError(f"{path}: the file has no rows")
-        return rows
-    if source.endswith(FILE_SUFFIXES) or "/" not in source.strip("/"):
-        raise DataError(f"{source}: file not found; check the path (relative paths start at the current folder)")
-    return _read_hub(source)
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError:  # ~someone whose home folder is unknown: take the path literally
+        path = Path(source)
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except PermissionError:
+        raise DataError(f"{source}: permission denied on a folder in this path; make it readable or copy the "
+                        "data somewhere you can read") from None
+    except (OSError, ValueError) as e:  # name too long, symlink loop, a NUL character in the name
+        shown = repr(source) if len(source) <= 200 else repr(source[:200]) + "..."
+        raise DataError(f"{shown}: not a usable path ({getattr(e, 'strerror', None) or e}); check the "
+                        "path") from None
+    if mode is None:
+        if source.endswith(FILE_SUFFIXES) or "/" not in source.strip("/"):
+            raise DataError(f"{source}: file not found; check the path (relative paths start at the current folder)")
+        return _read_hub(source)
+    if stat.S_ISDIR(mode):
+        return _read_folder(path)
+    if not stat.S_ISREG(mode):  # a FIFO would block forever, a device would never end
+        raise DataError(f"{path}: not a regular file (a pipe, socket or device); save the data to a file and give "
+                        "its path")
+    rows = read_file(path)
+    if not rows:
+        raise DataError(f"{path}: the file has no rows; add rows or remove it from the dataset")
+    return rows
 
 
-def _read_jsonl(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: invalid JSON ({e.msg} at column {e.colno}); fix or delete the line")
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object {{...}}, got {type(obj).__name__}; "
-                               "write one object per line, e.g. {{\"instruction\": ..., \"output\": ...}}")
-            yield f"{path}:{number}", obj
-
-
-def _read_json(path: Path) -> Iterator[Row]:
-    """A JSON array of objects, or JSON lines saved as .json; each element's own line number is tracked."""
-    text = path.read_text(encoding="utf-8")
-    start = len(text) - len(text.lstrip())
-    if not text[start:start + 1] == "[":
-        yield from _read_jsonl(path)
-        return
-    decoder = json.JSONDecoder()
-    pos, number = start + 1, 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(text):
-            raise DataError(f"{path}:{text.count(chr(10)) + 1}: the JSON array is not closed; add the final ]")
-        if text[pos] == "]":
-            return
-        line = text.count("\n", 0, pos) + 1
-        try:
-            obj, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); fix the element")
-        number += 1
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{line}: element {number} should be a JSON object {{...}}, got "
-                            f"{type(obj).__name__}; make every element an object")
-        yield f"{path}:{line}", obj
-
-
-def _read_csv(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for obj in reader:
-            if None in obj:
-                raise DataError(f"{path}:{reader.line_num}: more fields than the header has; quote fields with commas")
-            yield f"{path}:{reader.line_num}", obj
-
-
-def _read_parquet(path: Path) -> Iterator[Row]:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    for number, obj in enumerate(table.to_pylist(), 1):
-        yield f"{path}:row {number}", obj
-
-
-def _read_text(path: Path) -> Iterator[Row]:
-    """Plain text for pretraining: documents are separated by blank lines."""
-    text = path.read_text(encoding="utf-8")
-    buf, first = [], 1
-    for number, raw in enumerate(text.splitlines(), 1):
-        if raw.strip():
-            if not buf:
-                first = number
-            buf.append(raw)
-        elif buf:
-            yield f"{path}:{first}", {"text": "\n".join(buf)}
-            buf = []
-    if buf:
-        yield f"{path}:{first}", {"text": "\n".join(buf)}
+def _read_folder(path: Path) -> list[Row]:
+    try:
+        entries = list(path.iterdir())
+    except PermissionError:
+        raise DataError(f"{path}: permission denied listing this folder; make it readable (chmod a+rx)") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot list this folder ({e.strerror or e}); check the path") from None
+    # Hidden files are not data: macOS '._name.jsonl' resource forks and Office '~$name.csv' lock files share the
+    # suffix of the file next to them.
+    files = sorted(p for p in entries if not p.name.startswith((".", "~$")) and p.suffix.lower() in FILE_SUFFIXES)
+    if not files:
+        raise DataError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder")
+    return [row for f in files for row in read_rows(str(f))]
 
 
 def _read_hub(name: str) -> list[Row]:
     """A dataset on the Hugging Face hub: `owner/name` or `owner/name:split` (works offline once cached)."""
     repo, _, split = name.partition(":")
+    if not HUB_NAME.fullmatch(name) or ".." in repo or "--" in repo:
+        raise DataError(f"{name}: no such file or folder, and not a hub dataset name (owner/name or "
+                        "owner/name:split); check the path")
     try:
         import datasets
 
         ds = datasets.load_dataset(repo, split=split or "train")
     except Exception as e:  # the hub client raises many types; the user needs the one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise DataError(f"{name}: could not load the hub dataset ({first}); check the name, your network "
                         "or pass a local file") from None
     return [(f"{name}:row {i + 1}", dict(obj)) for i, obj in enumerate(ds)]

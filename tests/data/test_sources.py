@@ -1,0 +1,323 @@
+"""Bad data files: each one stops with a single-line DataError naming the file, the line and the fix (issue 12)."""
+
+import csv
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_jsonl
+from tunesmith.config import TrainConfig
+from tunesmith.data.dataset import encode_items, load_items
+from tunesmith.data.formats import Conversation, Preference, to_canonical
+from tunesmith.data.sources import read_rows
+from tunesmith.data.templates import get_template
+from tunesmith.errors import DataError
+
+GOOD = '{"instruction": "Q", "output": "A"}'
+ROWS = [{"instruction": "Q", "output": "A"}] * 2
+
+
+def error_of(path, fmt="auto") -> str:
+    with pytest.raises(DataError) as err:
+        to_canonical(read_rows(str(path)), fmt)
+    text = str(err.value)
+    assert "\n" not in text and len(text) < 600, text
+    return text
+
+
+def load(path):
+    return to_canonical(read_rows(str(path)))
+
+
+# --- 1. not UTF-8 ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, content", [
+    ("bad.jsonl", f"{GOOD}\n{GOOD}\n" + '{"instruction": "caf\xe9", "output": "A"}\n'),
+    ("bad.json", f"[{GOOD},\n{GOOD},\n" + '{"instruction": "caf\xe9", "output": "A"}]\n'),
+    ("bad.csv", "instruction,output\nQ,A\ncaf\xe9,A\n"),
+    ("bad.txt", "doc one\n\ncaf\xe9 two\n"),
+])
+def test_invalid_utf8_names_line_and_offset(tmp_path, name, content):
+    data = content.encode("cp1252")
+    (tmp_path / name).write_bytes(data)
+    offset = data.index(b"\xe9")
+    assert error_of(tmp_path / name) == (
+        f"{tmp_path / name}:3: not valid UTF-8 (byte 0xe9 at byte offset {offset}); save the file as UTF-8 "
+        "(Excel: Save As 'CSV UTF-8'; or iconv -f cp1252 -t utf-8 FILE)")
+
+
+def test_utf16_and_nul_bytes_are_not_text(tmp_path):
+    (tmp_path / "u16.csv").write_bytes("instruction,output\nQ,A\n".encode("utf-16"))
+    assert error_of(tmp_path / "u16.csv").startswith(f"{tmp_path / 'u16.csv'}: the file is UTF-16 text; save")
+    (tmp_path / "nul.txt").write_bytes(b"doc one\n\nbinary\x00\x00junk\n")
+    assert error_of(tmp_path / "nul.txt").startswith(f"{tmp_path / 'nul.txt'}:3: contains NUL bytes")
+
+
+@pytest.mark.parametrize("head, says", [
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx?), not text; in Excel use Save As 'CSV UTF-8'"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel .xls"),
+    (b"PAR1", "a parquet file, not text; rename it to .parquet"),
+    (b"\x1f\x8b", "gzip-compressed"),
+])
+def test_binary_file_with_a_text_extension(tmp_path, head, says):
+    (tmp_path / "data.csv").write_bytes(head + bytes(range(256)))
+    assert error_of(tmp_path / "data.csv").startswith(f"{tmp_path / 'data.csv'}: this is {says}")
+
+
+# --- 2. unreadable paths --------------------------------------------------------------------------------------
+
+def test_permission_denied(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "locked.jsonl", ROWS)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    assert error_of(path) == (f"{path}: permission denied; make the file readable (chmod a+r) or copy it somewhere "
+                              "you can read")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads any file")
+def test_permission_denied_for_real(tmp_path):
+    path = write_jsonl(tmp_path / "locked.jsonl", ROWS)
+    path.chmod(0)
+    assert "permission denied" in error_of(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_is_refused_instead_of_blocking(tmp_path):
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    # A writer feeds the pipe, so code that (wrongly) reads it gets a valid row and fails this test instead of hanging.
+    writer = threading.Thread(target=fifo.write_text, args=(GOOD + "\n",), daemon=True)
+    writer.start()
+    assert error_of(fifo) == (f"{fifo}: not a regular file (a pipe, socket or device); save the data to a file and "
+                              "give its path")
+    with fifo.open() as fh:  # the reader never opened it: drain it so the writer finishes
+        fh.read()
+    writer.join()
+
+
+def test_folder_entries(tmp_path):
+    (tmp_path / "empty.jsonl").mkdir()  # a folder named like a file, in a dataset list
+    assert error_of(tmp_path / "empty.jsonl") == (f"{tmp_path / 'empty.jsonl'}: no .json, .jsonl, .csv, .parquet, "
+                                                  ".txt files in this folder")
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "A.JSONL", ROWS)
+    (folder / "._A.jsonl").write_bytes(b"\x00\x05\x16\x07\x00")  # a macOS resource fork: hidden, not data
+    assert [loc for loc, _ in read_rows(str(folder))] == [f"{folder / 'A.JSONL'}:1", f"{folder / 'A.JSONL'}:2"]
+
+
+def test_unusable_paths_and_hub_names(tmp_path):
+    assert error_of("owner/na me") == ("owner/na me: no such file or folder, and not a hub dataset name (owner/name "
+                                       "or owner/name:split); check the path")
+    assert "not a hub dataset name" in error_of(f"{tmp_path}/no/such/folder")
+    assert error_of("a\0b.jsonl") == "'a\\x00b.jsonl': not a usable path (embedded null byte); check the path"
+    assert "not a usable path (File name too long)" in error_of("x" * 5000 + ".jsonl")
+
+
+# --- 3. parquet -------------------------------------------------------------------------------------------------
+
+def test_corrupt_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(ROWS * 50), tmp_path / "good.parquet")
+    data = (tmp_path / "good.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    assert error_of(tmp_path / "cut.parquet") == (
+        f"{tmp_path / 'cut.parquet'}: corrupt or truncated parquet file (Parquet magic bytes not found in footer); "
+        "download or export it again")
+    (tmp_path / "text.parquet").write_text(GOOD + "\n")
+    assert error_of(tmp_path / "text.parquet") == (
+        f"{tmp_path / 'text.parquet'}: not a parquet file (it is text); export it again as parquet, or give it the "
+        "extension of its real format (.jsonl, .json, .csv, .txt)")
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    assert "(it is empty)" in error_of(tmp_path / "empty.parquet")
+
+
+# --- 4. CSV -----------------------------------------------------------------------------------------------------
+
+def test_csv_cells_over_128_kib_are_read(tmp_path):
+    before = csv.field_size_limit()
+    big = "x" * 300_000
+    (tmp_path / "big.csv").write_text(f'instruction,output\nQ,"{big}"\nQ,\n')
+    assert error_of(tmp_path / "big.csv").startswith(f"{tmp_path / 'big.csv'}:3: 'output' is empty")
+    (tmp_path / "ok.csv").write_text(f'instruction,output\nQ,"{big}"\n')
+    [conv] = load(tmp_path / "ok.csv")
+    assert conv.messages[1]["content"] == big
+    assert csv.field_size_limit() == before  # the process-wide limit is left as it was
+
+
+def test_csv_quoting_and_header(tmp_path):
+    (tmp_path / "open.csv").write_text('instruction,output\nQ,A\nQ,"A\nQ,A\n')
+    assert error_of(tmp_path / "open.csv").startswith(f"{tmp_path / 'open.csv'}:3: a quoted field in this row is "
+                                                      "never closed; close the quote")
+    (tmp_path / "junk.csv").write_text('instruction,output\nQ,A\nQ,"A"x\n')
+    assert error_of(tmp_path / "junk.csv").startswith(f"{tmp_path / 'junk.csv'}:3: malformed CSV (")
+    (tmp_path / "nohead.csv").write_text("What is X?,It is Y\nWhat is Z?,It is W\n")
+    assert "(the first line of a CSV must be its header, e.g. instruction,output)" in error_of(
+        tmp_path / "nohead.csv")
+    (tmp_path / "oneline.csv").write_text("What is X?,It is Y\n")
+    assert error_of(tmp_path / "oneline.csv") == (
+        f"{tmp_path / 'oneline.csv'}:1: only the header line 'What is X?,It is Y' and no rows; the first line of a "
+        "CSV is always the header (e.g. instruction,output): add it, or add rows below it")
+
+
+# --- 5. nesting and numbers -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, content, line", [
+    ("deep.jsonl", f"{GOOD}\n" + "[" * 100_000 + "]" * 100_000 + "\n", 2),
+    ("deep.json", f"[{GOOD},\n" + '{"output": ' + "[" * 100_000 + "\n", 2),
+    ("deepobj.jsonl", f"{GOOD}\n{GOOD}\n" + '{"a": ' * 100_000 + "\n", 3),
+])
+def test_deeply_nested_json(tmp_path, name, content, line):
+    (tmp_path / name).write_text(content)
+    assert error_of(tmp_path / name) == (f"{tmp_path / name}:{line}: JSON nested too deeply (more levels than Python "
+                                         "can read, about 1000); flatten that value")
+
+
+def test_number_too_long_and_huge_values_stay_one_short_line(tmp_path):
+    path = write_jsonl(tmp_path / "n.jsonl", ['{"instruction": "Q", "output": ' + "1" * 5000 + "}"])
+    assert error_of(path) == f"{path}:1: a number too long to read (over 4300 digits); write it as a string"
+    path = write_jsonl(tmp_path / "v.jsonl", [{"instruction": "Q", "output": ["x" * 100_000]}])
+    assert error_of(path).startswith(f"{path}:1: 'output' should be text, got list ['xxx")
+
+
+# --- 6. conversations / messages of the wrong type --------------------------------------------------------------
+
+@pytest.mark.parametrize("row, says", [
+    ({"conversations": 5},
+     "'conversations' should be a non-empty list of turns, got int 5; write conversations: [{from: ..., value: ...}"),
+    ({"conversations": {"from": "human", "value": "hi"}},
+     "'conversations' should be a non-empty list of turns, got dict {'from': 'human', 'value': 'hi'}; write"),
+    ({"conversations": []}, "'conversations' should be a non-empty list of turns, got an empty list"),
+    ({"messages": 5},
+     "'messages' should be a non-empty list of turns, got int 5; write messages: [{role: ..., content: ...}, ...]"),
+    ({"messages": {"role": "user"}}, "'messages' should be a non-empty list of turns, got dict"),
+])
+def test_turns_that_are_not_a_list(tmp_path, row, says):
+    path = write_jsonl(tmp_path / "c.jsonl", [row])
+    assert error_of(path).startswith(f"{path}:1: {says}")
+
+
+# --- 7. JSON files that are one object, arrays, scalars, empty files ---------------------------------------------
+
+def test_object_holding_the_rows_in_one_list(tmp_path, caplog):
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"version": "1.0", "data": [*ROWS, {"instruction": "Q"}]}, indent=2))
+    with caplog.at_level(logging.INFO):
+        assert error_of(path).startswith(f"{path}:12: 'output' is missing")  # the third element's own line
+    assert f"{path}: one JSON object; reading the rows from its 'data' list" in caplog.text
+    path.write_text(json.dumps({"data": ROWS}))  # on one line, and as .jsonl
+    assert [c.location for c in load(path)] == [f"{path}:1"] * 2
+    (tmp_path / "wrapped.jsonl").write_text(path.read_text())
+    assert len(load(tmp_path / "wrapped.jsonl")) == 2
+
+
+def test_object_with_several_lists_names_them(tmp_path):
+    path = tmp_path / "splits.json"
+    path.write_text(json.dumps({"train": ROWS, "test": ROWS}, indent=2))
+    assert error_of(path) == (f"{path}:1: the file is one JSON object whose keys 'train', 'test' each hold a list "
+                              "of rows; keep only the list to train on, or save each as its own file")
+
+
+def test_pretty_printed_objects(tmp_path):
+    (tmp_path / "one.json").write_text(json.dumps({"instruction": "Q1", "output": "A1"}, indent=2))
+    [conv] = load(tmp_path / "one.json")
+    assert conv.messages[1]["content"] == "A1" and conv.location == f"{tmp_path / 'one.json'}:1"
+    (tmp_path / "broken.json").write_text('{\n  "data": [\n    ' + GOOD + ',\n    {"instruction": "Q" "o": 1}\n]}\n')
+    assert error_of(tmp_path / "broken.json") == (f"{tmp_path / 'broken.json'}:4: invalid JSON (Expecting ',' "
+                                                  "delimiter at column 25); fix the JSON there")
+    (tmp_path / "two.json").write_text(json.dumps(ROWS[0], indent=2) + "\n" + json.dumps(ROWS[0], indent=2))
+    assert error_of(tmp_path / "two.json").startswith(f"{tmp_path / 'two.json'}:5: more JSON after the object "
+                                                      "that ends on line 4; put the objects in a JSON array")
+    (tmp_path / "tail.json").write_text(f"[{GOOD}]\n[{GOOD}]\n")
+    assert error_of(tmp_path / "tail.json").startswith(f"{tmp_path / 'tail.json'}:2: more text after the JSON array")
+
+
+def test_broken_first_line_of_json_lines_is_still_the_line(tmp_path):
+    path = write_jsonl(tmp_path / "b.jsonl", ['{"instruction": "Q", "output": ', GOOD, GOOD])
+    assert error_of(path).startswith(f"{path}:1: invalid JSON (") and error_of(path).endswith("fix or delete the line")
+
+
+@pytest.mark.parametrize("content, says", [
+    ("5\n", ":1: expected a JSON object {...}, got int; write one object per line, e.g. {\"instruction\": ..."),
+    ('"hello"\n', ":1: expected a JSON object {...}, got str"),
+    ("[1, 2]\n", ":1: element 1 should be a JSON object {...}, got int"),
+    ("", ": the file has no rows; add rows or remove it from the dataset"),
+    ("  \n\n\t\n", ": the file has no rows"),
+    ("[\n", ":1: the JSON array is not closed; add the final ]"),
+])
+def test_json_top_level_that_is_not_rows(tmp_path, content, says):
+    (tmp_path / "x.json").write_text(content)
+    assert error_of(tmp_path / "x.json").startswith(f"{tmp_path / 'x.json'}{says}")
+
+
+# --- 8. byte-order marks ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, content", [
+    ("bom.csv", "instruction,output\r\nQ1,A1\r\n"),
+    ("bom.jsonl", '{"instruction": "Q1", "output": "A1"}\n'),
+    ("bom.json", '[{"instruction": "Q1", "output": "A1"}]'),
+])
+def test_utf8_byte_order_mark_is_not_part_of_the_data(tmp_path, name, content):
+    (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + content.encode())
+    [conv] = load(tmp_path / name)
+    assert conv.messages == [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]
+    assert conv.location == f"{tmp_path / name}:{2 if name.endswith('.csv') else 1}"
+
+
+def test_json_lines_split_only_at_line_ends(tmp_path):
+    row = {"instruction": "a\u2028b\x85c", "output": "A"}  # json.dumps(ensure_ascii=False) keeps these raw
+    path = tmp_path / "u.jsonl"
+    path.write_text((json.dumps(row, ensure_ascii=False) + "\r\n") * 2, encoding="utf-8", newline="")
+    assert [obj for _, obj in read_rows(str(path))] == [row, row]
+
+
+def test_joined_files_keep_their_byte_order_marks(tmp_path):
+    (tmp_path / "cat.jsonl").write_bytes(b"\xef\xbb\xbf" + GOOD.encode() + b"\n\xef\xbb\xbf" + GOOD.encode() + b"\n")
+    assert len(load(tmp_path / "cat.jsonl")) == 2
+
+
+# --- 9. rows that do not fit the stage --------------------------------------------------------------------------
+
+PREFS = [{"prompt": "Q", "chosen": "good", "rejected": "bad"}] * 3
+
+
+@pytest.mark.parametrize("stage, rows, says", [
+    ("sft", PREFS, ("this is a preference row (chosen/rejected), which stage=sft cannot learn from; use stage=dpo "
+                    "or stage=rm, or for stage=sft give an output/answer column (e.g. columns={output: chosen})")),
+    ("pt", ROWS, ("stage=pt trains on raw text; give rows with a 'text' column or .txt files (use stage=sft for "
+                  "conversations)")),
+    ("pt", PREFS, ("stage=pt trains on raw text; give rows with a 'text' column or .txt files (preference rows go "
+                   "to stage=dpo or stage=rm)")),
+    ("dpo", ROWS, ("stage=dpo needs preference rows (prompt, chosen, rejected), this row is a conversation "
+                   "(stage=sft); add 'chosen' and 'rejected' answers or change the stage")),
+    ("rm", [{"text": "doc"}], ("stage=rm needs preference rows (prompt, chosen, rejected), this row is raw text "
+                               "(stage=pt)")),
+    ("sft", [{"text": "doc"}], ("raw text rows need stage=pt; for stage=sft use instruction/output, conversations "
+                                "or messages rows")),
+])
+def test_stage_mismatch_stops_before_any_model(tmp_path, stage, rows, says):
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(DataError) as err:
+        load_items(TrainConfig(dataset=str(path), stage=stage))
+    assert str(err.value).startswith(f"{path}:1: {says}")
+
+
+def test_preference_mapped_to_output_trains_with_sft(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", PREFS)
+    splits = load_items(TrainConfig(dataset=str(path), stage="sft", columns={"output": "chosen"}))
+    assert all(isinstance(item, Conversation) for item in splits.train)
+
+
+def test_encode_items_never_blames_cutoff_len_for_preference_rows(tokenizer):
+    item = Preference([{"role": "user", "content": "Q"}], "good", "bad", location="p.jsonl:4")
+    with pytest.raises(DataError, match=r"^p\.jsonl:4: this is a preference row .* use stage=dpo or stage=rm"):
+        encode_items([item], get_template("chatml", tokenizer), tokenizer, TrainConfig(stage="sft"), "train")
