@@ -1,11 +1,12 @@
-"""Benchmark loading and scoring on the tiny random model: multiple choice equals a hand-computed argmax."""
+"""Benchmark loading and scoring on the tiny random model: multiple choice equals a hand-computed argmax (summed and
+per character); exact-answer rows carry their match rule."""
 
 import pytest
 import torch
 
 from tests.conftest import write_jsonl
 from tunesmith.errors import DataError
-from tunesmith.evaluate.benchmarks import load_benchmark, mc_messages, score, score_mc
+from tunesmith.evaluate.benchmarks import load_benchmark, mc_messages, pick_options, score, score_mc
 
 MC = [
     {"question": "What are the support hours?", "choices": ["8 AM to 9 PM", "24 hours", "weekdays only"],
@@ -43,17 +44,31 @@ def test_multiple_choice_equals_hand_computed_argmax(tiny, tmp_path, few_shot):
     assert bench.kind == "mc" and len(bench.items) == len(MC) - few_shot and len(bench.shots) == few_shot
     assert [it.answer for it in bench.items] == ["A", "B", "B", "A"][few_shot:]
     metrics, samples = score_mc(tiny, bench)
-    expected = []
+    expected, expected_norm = [], []
     for item in bench.items:
         totals = _by_hand(tiny, mc_messages(item, bench.shots), item.choices)
         expected.append("ABCD"[max(range(len(totals)), key=totals.__getitem__)])
+        per_char = [t / len(c) for t, c in zip(totals, item.choices)]
+        expected_norm.append("ABCD"[max(range(len(per_char)), key=per_char.__getitem__)])
     assert [s["prediction"] for s in samples] == expected
+    assert [s["prediction_norm"] for s in samples] == expected_norm
     correct = [e == it.answer for e, it in zip(expected, bench.items)]
+    correct_norm = [e == it.answer for e, it in zip(expected_norm, bench.items)]
     assert metrics["accuracy"] == pytest.approx(sum(correct) / len(correct))
+    assert metrics["accuracy_norm"] == pytest.approx(sum(correct_norm) / len(correct_norm))
     if few_shot:  # the shot is an earlier user/assistant turn answered with the right option's text
         messages = mc_messages(bench.items[0], bench.shots)
         assert messages[1] == {"role": "assistant", "content": "8 AM to 9 PM"}
         assert messages[-1]["content"].endswith("A. 5만 원\nB. 10만 원\nAnswer:")
+
+
+def test_length_normalisation_can_pick_another_option():
+    """A short option with a lower total beats a long one on the sum; per character the long one is likelier."""
+    choices = ["no", "in a closed carrier, up to 5 kg"]  # 2 and 31 characters
+    logprobs = [-4.0, -9.3]                              # per character: -2.0 vs -0.3
+    assert pick_options(logprobs, choices) == (0, 1)
+    assert pick_options([-4.0, -70.0], choices) == (0, 0)  # per character -2.0 vs -2.26: both pick the short one
+    assert pick_options([-3.0, -3.0], ["yes", "yes"]) == (0, 0)  # ties go to the first option
 
 
 def test_exact_answers_are_generated_greedily(tiny, tmp_path):
@@ -64,6 +79,28 @@ def test_exact_answers_are_generated_greedily(tiny, tmp_path):
     again, _ = score(tiny, bench)
     assert first == again  # greedy: deterministic
     assert set(first) == {"accuracy", "bleu", "rouge_l"} and len(samples) == 2
+
+
+def test_exact_rows_carry_their_match_rule(tmp_path):
+    rows = [{"question": "App name?", "answer": "Haneul Ride", "match": "contains"},
+            {"question": "Mascot?", "answer": "Parang"}, {"question": "Tier?", "answer": "Sky", "match": "exact"}]
+    bench = load_benchmark(str(write_jsonl(tmp_path / "exact.jsonl", rows)))
+    assert [it.match for it in bench.items] == ["contains", "exact", "exact"]
+
+
+def test_exact_scoring_uses_each_rows_rule(tmp_path, monkeypatch):
+    """The same reply is right under `contains` and wrong under `exact`; a number after a marker is the answer."""
+    from tunesmith.evaluate import benchmarks
+
+    rows = [{"question": "App name?", "answer": "Haneul Ride", "match": "contains"},
+            {"question": "App name, exactly?", "answer": "Haneul Ride"},
+            {"question": "Deposit?", "answer": "50,000", "match": "contains"}]
+    bench = load_benchmark(str(write_jsonl(tmp_path / "exact.jsonl", rows)))
+    replies = ["The app is called Haneul Ride.", "The app is called Haneul Ride.", "It was 30,000, now: 정답은 50000원"]
+    monkeypatch.setattr(benchmarks, "generate_answers", lambda loaded, questions: replies[:len(questions)])
+    metrics, samples = benchmarks.score_exact(None, bench)
+    assert [s["correct"] for s in samples] == [True, False, True]
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize("row, message", [
@@ -79,3 +116,12 @@ def test_malformed_rows_name_their_line(tmp_path, row, message):
     with pytest.raises(DataError) as e:
         load_benchmark(str(path))
     assert str(e.value).startswith(f"{path}:2: ") and message in str(e.value)
+
+
+def test_unknown_match_rule_names_line_key_and_allowed_values(tmp_path):
+    rows = [{"question": "q1", "answer": "a"}, {"question": "q2", "answer": "b", "match": "fuzzy"}]
+    path = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(DataError) as e:
+        load_benchmark(str(path))
+    message = str(e.value)
+    assert message.startswith(f"{path}:2: 'match' \"fuzzy\"") and "exact, contains" in message

@@ -83,3 +83,28 @@ def test_chart_axes_use_round_ticks():
                      marker_x=4)
     assert svg.startswith("<svg") and svg.count("<circle") == 2 and "stroke-dasharray" in svg
     assert line_chart([{"name": "x", "color": "#000", "points": []}]) == ""
+
+
+def test_the_report_and_the_table_say_which_scoring_each_accuracy_used():
+    from tunesmith.evaluate.runner import format_table
+
+    scored = results()
+    del scored["training"], scored["ab"]
+    scored["benchmarks"] = [{"name": "mc", "path": "mc.jsonl", "kind": "mc", "n": 20, "few_shot": 0},
+                            {"name": "qa", "path": "qa.jsonl", "kind": "exact", "n": 2, "few_shot": 0}]
+    scored["samples"] = {"qa": []}
+    scored["metrics"] = {"base": {"mc/accuracy": 0.4, "mc/accuracy_norm": 0.5, "qa/accuracy": 0.0, "qa/bleu": 1.0},
+                         "ft": {"mc/accuracy": 0.65, "mc/accuracy_norm": 0.6, "qa/accuracy": 0.5, "qa/bleu": 9.0}}
+    html = render_report(scored)
+    metrics = html[html.index("id='metrics'"):html.index("id='samples'")]
+    summed = metrics[metrics.index("<td>mc/accuracy<"):metrics.index("<td>mc/accuracy_norm")]
+    per_char = metrics[metrics.index("<td>mc/accuracy_norm"):metrics.index("<td>qa/accuracy")]
+    assert "summed log-likelihood" in summed and "per character" not in summed
+    assert "per character" in per_char and "summed" not in per_char
+    assert "<td class='num better'>+10.0 pts</td>" in per_char  # accuracy_norm is a percentage too
+    assert "last marker" in metrics[metrics.index("<td>qa/accuracy"):]
+    table = format_table(scored)
+    assert "mc/accuracy_norm  50.0%  60.0%" in table.splitlines()
+    notes = [line for line in table.splitlines() if line.startswith("* ")]
+    assert [n.split(":")[0] for n in notes] == ["* mc/accuracy", "* mc/accuracy_norm", "* qa/accuracy"]
+    assert "summed log-likelihood" in notes[0] and "per character" in notes[1]

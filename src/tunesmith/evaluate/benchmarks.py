@@ -2,17 +2,22 @@
 
 A row's kind is told by its keys:
 - multiple choice: {"question", "choices": [...], "answer": "A".. or a 0-based index} (an optional "subject" is ignored);
-- exact answer:    {"question", "answer"} (answer text or a number).
+- exact answer:    {"question", "answer"} (answer text or a number), optionally "match": "exact" (the default) or
+  "contains": how a text answer is compared (see `metrics.is_correct`; numbers are always compared as numbers).
 Every row of a file must be of one kind. Files are read like training data (jsonl, json, csv, parquet), so a bad row
 stops with `path:line: what; fix`.
 
 Multiple choice: the prompt is the chat-templated user turn "question / A. ... / B. ... / Answer:"; each option's
-text is scored by its summed log-likelihood as the assistant's answer, and the best one is the prediction. With
-few-shot K, the first K rows of the file become earlier user/assistant turns (answered with the correct option's
-text) and are not scored.
+text is scored by its log-likelihood as the assistant's answer, two ways (`pick_options`), like lm-eval-harness's acc
+and acc_norm: `accuracy` picks the highest summed log-likelihood, `accuracy_norm` the highest log-likelihood per
+character of the option. The sum favours short options (every extra token can only lower it); dividing by the
+length removes that bias. Characters rather than tokens, as lm-eval does: the character count is the same for every
+tokenizer, so models with different vocabularies are normalised alike. With few-shot K, the first K rows of the file
+become earlier user/assistant turns (answered with the correct option's text) and are not scored.
 
 Exact answer: the question as one user turn, greedy decoding (temperature 0, at most 64 new tokens), batched
-through the model's Engine; correctness by `metrics.is_correct`.
+through the model's Engine; correctness by `metrics.is_correct` with the row's match rule: the prediction's final
+answer (after the last "####" / "answer is" / "정답은"-style marker, else the last number or the whole reply).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 
 from tunesmith.data.sources import read_rows
 from tunesmith.errors import DataError
-from tunesmith.evaluate.metrics import bleu, is_correct, rouge_l
+from tunesmith.evaluate.metrics import MATCH_RULES, bleu, is_correct, rouge_l
 from tunesmith.infer.engine import Request, SamplingParams
 
 LETTERS = string.ascii_uppercase
@@ -40,6 +45,7 @@ class Item:
     answer: str  # exact: the reference text; MC: the correct letter
     choices: list[str] = field(default_factory=list)
     location: str = ""
+    match: str = "exact"  # exact answers: how a text answer is compared (metrics.MATCH_RULES)
 
     @property
     def answer_index(self) -> int:
@@ -70,7 +76,11 @@ def _parse_row(location: str, row: dict) -> tuple[str, Item]:
                         f"choice), got {sorted(row)}; add the missing keys")
     question = _text(row["question"], location, "question")
     if "choices" not in row or row["choices"] is None:
-        return "exact", Item(question, _text(row["answer"], location, "answer"), location=location)
+        match = row.get("match") or "exact"  # empty (a csv cell left blank) means the default
+        if match not in MATCH_RULES:
+            raise DataError(f"{location}: 'match' {json.dumps(match, ensure_ascii=False)} is not a match rule; write "
+                            f"one of {', '.join(MATCH_RULES)} (or leave it out for exact)")
+        return "exact", Item(question, _text(row["answer"], location, "answer"), location=location, match=match)
     choices = row["choices"]
     if isinstance(choices, str):  # a csv cell holding a JSON list
         try:
@@ -150,17 +160,27 @@ def option_logprobs(model, prompt_ids: list[int], options: list[list[int]]) -> l
     return scores
 
 
+def pick_options(logprobs: list[float], choices: list[str]) -> tuple[int, int]:
+    """The option picked by the summed log-likelihood, and the one picked by log-likelihood per character of the
+    option's text (ties: the first option)."""
+    per_char = [lp / max(len(c), 1) for lp, c in zip(logprobs, choices)]
+    return (max(range(len(logprobs)), key=logprobs.__getitem__), max(range(len(per_char)), key=per_char.__getitem__))
+
+
 def score_mc(loaded, bench: Benchmark) -> tuple[dict, list[dict]]:
+    """`accuracy` (summed log-likelihood) and `accuracy_norm` (per character); samples carry both picks."""
     tok = loaded.tokenizer
-    correct, samples = 0, []
+    correct = correct_norm = 0
+    samples = []
     for item in bench.items:
         prompt = loaded.encode_chat(mc_messages(item, bench.shots))
         options = [tok(c, add_special_tokens=False)["input_ids"] for c in item.choices]
-        scores = option_logprobs(loaded.model, prompt, options)
-        picked = max(range(len(scores)), key=scores.__getitem__)
-        correct += picked == item.answer_index
-        samples.append({"prediction": LETTERS[picked], "correct": picked == item.answer_index})
-    return {"accuracy": correct / len(bench.items)}, samples
+        summed, normalised = pick_options(option_logprobs(loaded.model, prompt, options), item.choices)
+        correct += summed == item.answer_index
+        correct_norm += normalised == item.answer_index
+        samples.append({"prediction": LETTERS[summed], "correct": summed == item.answer_index,
+                        "prediction_norm": LETTERS[normalised], "correct_norm": normalised == item.answer_index})
+    return {"accuracy": correct / len(bench.items), "accuracy_norm": correct_norm / len(bench.items)}, samples
 
 
 def generate_replies(loaded, conversations: list[list[dict[str, str]]],
@@ -184,7 +204,7 @@ def generate_answers(loaded, questions: list[str]) -> list[str]:
 def score_exact(loaded, bench: Benchmark) -> tuple[dict, list[dict]]:
     predictions = generate_answers(loaded, [item.question for item in bench.items])
     references = [item.answer for item in bench.items]
-    flags = [is_correct(p, r) for p, r in zip(predictions, references)]
+    flags = [is_correct(p, item.answer, item.match) for p, item in zip(predictions, bench.items)]
     metrics = {"accuracy": sum(flags) / len(flags), "bleu": bleu(predictions, references),
                "rouge_l": rouge_l(predictions, references)}
     return metrics, [{"prediction": p, "correct": f} for p, f in zip(predictions, flags)]

@@ -41,7 +41,7 @@ def _delta_cell(name: str, value, reference) -> str:
     if not isinstance(value, (int, float)) or not isinstance(reference, (int, float)):
         return "<td class='num'>-</td>"
     delta = value - reference
-    if name.endswith("/accuracy"):
+    if name.endswith(("/accuracy", "/accuracy_norm")):
         text = f"{100 * delta:+.1f} pts"
     elif name.endswith("/rouge_l"):
         text = f"{delta:+.3f}"
@@ -73,7 +73,7 @@ def _curves_section(results: dict) -> str:
 
 
 def _metrics_section(results: dict, labels: list[str]) -> str:
-    from tunesmith.evaluate.runner import format_value, metric_rows
+    from tunesmith.evaluate.runner import format_value, metric_rows, metric_scoring
 
     names = metric_rows(results)
     title = "Metrics: before vs after" if len(labels) > 1 else "Metrics"
@@ -87,7 +87,9 @@ def _metrics_section(results: dict, labels: list[str]) -> str:
     for name in names:
         values = [results["metrics"][lab].get(name) for lab in labels]
         best = _best(name, values)
-        parts.append(f"<tr><td>{escape(name)}</td>")
+        scoring = metric_scoring(results, name)  # which scoring rule gave this number (MC: summed vs per character)
+        note = f"<div class='muted'>{escape(scoring)}</div>" if scoring else ""
+        parts.append(f"<tr><td>{escape(name)}{note}</td>")
         for v in values:
             cls = "num best" if best is not None and v == best else "num"
             parts.append(f"<td class='{cls}'>{escape(format_value(name, v))}</td>")

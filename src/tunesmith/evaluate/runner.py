@@ -5,7 +5,8 @@ one model is in memory at a time (a local judge loads after the compared models 
 eval_results.json:
   {"models": [{"label", "spec"}], "dataset": path|null,
    "benchmarks": [{"name", "path", "kind", "n", "few_shot"}],
-   "metrics": {label: {"eval_loss", "perplexity", "BENCH/accuracy", "BENCH/bleu", "BENCH/rouge_l", ...}},
+   "metrics": {label: {"eval_loss", "perplexity", "BENCH/accuracy", "BENCH/accuracy_norm" (multiple choice),
+                       "BENCH/bleu", "BENCH/rouge_l" (exact answer), ...}},
    "samples": {BENCH: [{"question", "answer", "choices"?, "predictions": {label: text}, "correct": {label: bool}}]},
    "training": {label: {"run", "train": [[step, loss]], "eval": [[step, eval_loss]], "checkpoint_step"}},
    "ab": {"model_1", "model_2", "judge": {"kind", "name"}, "prompts_file", "n_prompts", "wins", "ties", "losses"
@@ -147,10 +148,28 @@ def metric_rows(results: dict) -> list[str]:
     return seen
 
 
+ACCURACIES = ("/accuracy", "/accuracy_norm")
+SCORING = {  # (benchmark kind, metric): how the number was scored, shown beside the table and in report.html
+    ("mc", "accuracy"): "multiple choice, the option with the highest summed log-likelihood (lm-eval acc)",
+    ("mc", "accuracy_norm"): "multiple choice, the option with the highest log-likelihood per character of its "
+                             "text (lm-eval acc_norm)",
+    ("exact", "accuracy"): "the final answer: the number after the last marker (####, answer is, 정답은, 답:) or "
+                           "else the last number, compared as numbers; text: the whole answer, or the row's "
+                           "'match' rule",
+}
+
+
+def metric_scoring(results: dict, name: str) -> str | None:
+    """How a `BENCH/metric` number was scored, for the benchmark kinds whose accuracy can be scored several ways."""
+    bench, _, metric = name.rpartition("/")
+    kinds = {b["name"]: b["kind"] for b in results.get("benchmarks", [])}
+    return SCORING.get((kinds.get(bench), metric))
+
+
 def format_value(name: str, value) -> str:
     if value is None:
         return "-"
-    if name.endswith("/accuracy"):
+    if name.endswith(ACCURACIES):
         return f"{100 * value:.1f}%"
     if name.endswith("/rouge_l"):
         return f"{value:.3f}"
@@ -168,4 +187,5 @@ def format_table(results: dict) -> str:
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"* {name}: {note}" for name in metric_rows(results) if (note := metric_scoring(results, name))]
     return "\n".join(lines)
