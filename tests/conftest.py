@@ -37,11 +37,13 @@ def tiny_model_dir(tmp_path_factory, embedded_dir) -> Path:
 
 
 def save_tiny_llama(out: Path, tok) -> Path:
-    """Save a 2-layer random Llama (width 32) sized for `tok`'s vocabulary, plus the tokenizer, into `out`."""
+    """Save a 2-layer random Llama sized for `tok`'s vocabulary, plus the tokenizer, into `out`. Width 64 and 4 heads
+    of 16: the smallest shape every bitsandbytes 4-bit path accepts (input widths in multiples of 64, outputs in
+    multiples of 32; see model.loader.check_quantizable)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     torch.manual_seed(0)

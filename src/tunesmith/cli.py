@@ -18,13 +18,27 @@ log = logging.getLogger("tunesmith")
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="tunesmith: %(message)s",
-                        stream=sys.stderr)
-    if not verbose:
-        warnings.filterwarnings("ignore")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        for noisy in ("transformers", "peft", "datasets", "huggingface_hub", "accelerate"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+    """tunesmith's own messages go to stderr as `tunesmith: ...`. Libraries' log records (bitsandbytes, transformers,
+    peft, ...) and Python warnings are shown only with --verbose: a user reads one voice, and a one-line error stays
+    one line."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("tunesmith: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+    root = logging.getLogger()
+    if verbose:
+        library = logging.StreamHandler(sys.stderr)
+        library.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+        root.handlers[:] = [library]
+        root.setLevel(logging.INFO)
+        return
+    root.handlers[:] = [logging.NullHandler()]  # not Python's last-resort stderr handler either
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars, hub downloads
+    for noisy in ("transformers", "peft", "datasets", "huggingface_hub", "accelerate", "bitsandbytes"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -86,7 +88,9 @@ class TrainConfig:
     save_steps: int = _f(0, "Write a checkpoint every N steps (0 = only the final adapter).")
     save_total_limit: int = _f(3, "Keep at most this many checkpoints (0 = all).")
     logging_steps: int = _f(1, "Log train loss every N steps.")
-    early_stopping_patience: int = _f(0, "Stop after N evaluations without a better eval loss (0 = off).")
+    early_stopping_patience: int = _f(0, "Stop after N evaluations without a better eval loss (0 = off); the run "
+                                         "keeps the weights of the best evaluation.")
+    load_best: bool = _f(False, "End the run with the weights of the best evaluation, not the last step.")
     # --- LoRA
     lora_rank: int = _f(16, "LoRA rank r.")
     lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r).")
@@ -109,14 +113,20 @@ class TrainConfig:
             if choices and value not in choices:
                 allowed = ", ".join(map(str, choices))
                 raise ConfigError(f"config: {f.name}={value!r} is not allowed; choose one of {allowed}")
-        positive = ("cutoff_len", "per_device_batch_size", "gradient_accumulation_steps", "lora_rank", "lora_alpha")
+            if isinstance(value, float) and not math.isfinite(value):  # nan/inf never mean anything here
+                raise ConfigError(f"config: {f.name}={value} is not a finite number; give a real value")
+        positive = ("cutoff_len", "per_device_batch_size", "gradient_accumulation_steps", "lora_rank", "lora_alpha",
+                    "logging_steps")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
         for name in ("freeze_layers", "max_steps", "eval_steps", "save_steps", "warmup_steps", "max_samples",
-                     "logging_steps", "max_tokens_per_batch", "save_total_limit", "early_stopping_patience"):
+                     "max_tokens_per_batch", "save_total_limit", "early_stopping_patience", "weight_decay",
+                     "max_grad_norm", "num_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"config: {name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:  # numpy and CUDA seeds are 32-bit
+            raise ConfigError(f"config: seed must be in [0, 2**32), got {self.seed}")
         if self.beta <= 0:
             raise ConfigError(f"config: beta must be > 0, got {self.beta}")
         if self.learning_rate <= 0:
@@ -133,6 +143,13 @@ class TrainConfig:
                 f"config: max_tokens_per_batch={self.max_tokens_per_batch} is below cutoff_len={self.cutoff_len}; "
                 "raise it or lower cutoff_len (one row must fit in a micro-batch)"
             )
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"config: device={self.device!r} is not a device; use auto, cpu, cuda, cuda:N or mps")
+        if self.load_best and not (self.val_dataset or self.val_size):
+            raise ConfigError("config: load_best=true needs validation data; set val_size or val_dataset")
+        if self.early_stopping_patience and not (self.eval_steps and (self.val_dataset or self.val_size)):
+            raise ConfigError("config: early_stopping_patience needs evaluations during training; set eval_steps and "
+                              "val_size (or val_dataset)")
         if not self.dataset:
             raise ConfigError("config: dataset is required, e.g. dataset=examples/data/haneul_faq.jsonl")
         return self
@@ -207,6 +224,16 @@ def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         data = yaml.safe_load(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; give the config's YAML file") from None
+    except UnicodeDecodeError as e:
+        line = text_line_of(path, e.start)
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror or e}); check the path and "
+                          "permissions") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config; write flat key: value lines") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
@@ -219,6 +246,11 @@ def _yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     return data, lines
 
 
+def text_line_of(path: Path, offset: int) -> int:
+    """The 1-based line that byte `offset` of a file lies on (for errors about undecodable bytes)."""
+    return path.read_bytes()[:offset].count(b"\n") + 1
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}': write it as key=value, e.g. learning_rate=1e-4")
@@ -226,7 +258,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     # YAML reads 1e-4 as a string (no dot); numbers in text stay text unless the field wants a number.
     return key, value

@@ -10,7 +10,7 @@ import torch
 from tunesmith.export import ExportError, export_run
 from tunesmith.export.gguf_writer import write_gguf
 
-# Logit error relative to the spread (sd) of the logits, on the tiny random model (hidden 32, 2 layers). A logit is
+# Logit error relative to the spread (sd) of the logits, on the tiny random model (hidden 64, 2 layers). A logit is
 # a sum of many products; independent per-weight rounding errors grow with the sum just as the signal does, so the
 # relative logit error is about the relative per-weight error, compounded over the layers and the head:
 #   f16  - 10 stored mantissa bits: error uniform within +-2^-11, sd 2.8e-4        -> measured rms 3.2e-4
@@ -69,9 +69,9 @@ def test_gguf_reads_back_with_tensors_tokenizer_and_template(lora_run, tmp_path)
         f"blk.{i}.{t}.weight" for i in range(2) for t in LAYER_TENSORS}
     assert set(tensors) == expected  # tied embeddings: no separate output.weight, as llama.cpp expects
     # GGUF lists dimensions innermost first: the reverse of PyTorch's shape.
-    assert list(tensors["token_embd.weight"].shape) == [32, 49152]
-    assert list(tensors["blk.0.attn_k.weight"].shape) == [32, 16]
-    assert list(tensors["blk.1.ffn_down.weight"].shape) == [64, 32]
+    assert list(tensors["token_embd.weight"].shape) == [64, 49152]
+    assert list(tensors["blk.0.attn_k.weight"].shape) == [64, 32]
+    assert list(tensors["blk.1.ffn_down.weight"].shape) == [128, 64]
     types = {name: t.tensor_type.name for name, t in tensors.items()}
     assert types["token_embd.weight"] == "Q8_0"  # the vocabulary matrix keeps 8 bits under q4_0
     assert types["blk.0.attn_q.weight"] == types["blk.1.ffn_up.weight"] == "Q4_0"
@@ -83,7 +83,7 @@ def test_gguf_reads_back_with_tensors_tokenizer_and_template(lora_run, tmp_path)
     assert _field(reader, "general.name") == "faq-bot"
     assert _field(reader, "general.file_type") == int(gguf.LlamaFileType.MOSTLY_Q4_0)
     assert _field(reader, "llama.block_count") == 2 and _field(reader, "llama.attention.head_count_kv") == 2
-    assert _field(reader, "llama.rope.dimension_count") == 8
+    assert _field(reader, "llama.rope.dimension_count") == 16  # head_dim = 64 / 4 heads
     assert _field(reader, "tokenizer.ggml.model") == "gpt2"
     assert _field(reader, "tokenizer.ggml.pre") == "smollm"  # llama.cpp's name for this tokenizer's splitting
     tokens = _field(reader, "tokenizer.ggml.tokens")
@@ -178,3 +178,23 @@ def test_sentencepiece_vocabularies_are_refused(tmp_path):
         "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581"}}))
     with pytest.raises(ExportError, match="sentencepiece-style vocabulary - export with --format hf"):
         check_byte_level_bpe(tmp_path)
+
+
+def test_concurrent_first_use_conversions_both_succeed(merged, tmp_path):
+    """Two processes (a Web UI preview beside a training run, or two ranks) converting the same GGUF at once."""
+    import subprocess
+    import sys
+
+    info, model, tokenizer = merged
+    path = write_gguf(model, tokenizer, info.path, tmp_path / "shared.F16.gguf", "f16", progress=False)
+    code = "import sys; from tunesmith.model.loader import resolve_model; print(resolve_model(sys.argv[1]))"
+    env = {**__import__("os").environ, "TUNESMITH_CACHE": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert all(rc == 0 for rc, _, _ in results), [err[-1500:] for _, _, err in results]
+    folders = {out.strip() for _, out, _ in results}
+    assert len(folders) == 1
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(folders.pop())  # complete, loadable

@@ -7,7 +7,7 @@ from tunesmith.config import load_config
 from tunesmith.model.adapters import attach_adapter, count_parameters
 from tunesmith.train.loop import train
 
-HIDDEN, INTER, KV, LAYERS, R = 32, 64, 16, 2, 4
+HIDDEN, INTER, KV, LAYERS, R = 64, 128, 32, 2, 4
 # (in, out) of q, k, v, o, gate, up, down in the tiny Llama
 LINEARS = [(HIDDEN, HIDDEN), (HIDDEN, KV), (HIDDEN, KV), (HIDDEN, HIDDEN), (HIDDEN, INTER), (HIDDEN, INTER),
            (INTER, HIDDEN)]

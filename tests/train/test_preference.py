@@ -62,9 +62,17 @@ def preference_config(tiny_model_dir, data, out, stage, *extra):
                               *extra])
 
 
+def log_lines(out, key):
+    return [r for r in map(json.loads, (out / "trainer_log.jsonl").read_text().splitlines()) if key in r]
+
+
 def test_reward_model_separates_trivial_pairs_and_scores(tiny_model_dir, separable_pairs, tmp_path):
     result = train(preference_config(tiny_model_dir, separable_pairs, tmp_path / "rm", "rm"), show_progress=False)
     assert result.eval_metrics["accuracy"] > 0.9
+    train_lines = log_lines(tmp_path / "rm", "loss")
+    # Accuracy is a fraction of pairs (not of answer tokens), in the log as in the evaluation.
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in train_lines) and train_lines[-1]["accuracy"] > 0.9
+    assert train_lines[0]["loss"] == pytest.approx(result.losses[0])
     assert result.eval_losses[-1][1] < result.eval_losses[0][1]
     scored = run_cli("score", str(tmp_path / "rm"), "--prompt", "Customer question 99 about price?",
                      "--response", "Yes, gladly.", "--response", "No.")
@@ -76,8 +84,13 @@ def test_reward_model_separates_trivial_pairs_and_scores(tiny_model_dir, separab
 def test_dpo_widens_the_margin(tiny_model_dir, separable_pairs, tmp_path):
     out = tmp_path / "dpo"
     result = train(preference_config(tiny_model_dir, separable_pairs, out, "dpo", "beta=0.5"), show_progress=False)
-    evals = [json.loads(x) for x in (out / "trainer_log.jsonl").read_text().splitlines() if "eval_loss" in x]
+    evals = log_lines(out, "eval_loss")
     assert evals[0]["eval_margin"] == pytest.approx(0.0, abs=1e-5)  # policy == reference before training
+    # Step 1: policy == reference, so every pair's loss is -log sigmoid(0) = ln 2 - per pair, not per token.
+    first = log_lines(out, "loss")[0]
+    assert first["step"] == 1 and first["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert first["accuracy"] == 0.0 and first["margin"] == pytest.approx(0.0, abs=1e-6)
+    assert log_lines(out, "loss")[-1]["accuracy"] > 0.9
     assert evals[-1]["eval_margin"] > evals[0]["eval_margin"] + 0.5
     assert evals[-1]["eval_rewards/chosen"] > evals[-1]["eval_rewards/rejected"]
     assert result.eval_metrics["accuracy"] > 0.9
@@ -105,3 +118,14 @@ def test_preference_stage_rejects_plain_rows(tiny_model_dir, tmp_path):
     result = run_cli("train", f"model={tiny_model_dir}", f"dataset={data}", "stage=rm", "max_steps=1",
                      f"output_dir={tmp_path / 'r'}")
     assert result.returncode == 2 and "needs preference rows" in result.stderr
+
+
+def test_dpo_refuses_a_pair_with_the_same_answer_twice(tiny_model_dir, tmp_path):
+    rows = [{"prompt": "Q1", "chosen": "Yes.", "rejected": "No."}, {"prompt": "Q2", "chosen": "Same.",
+                                                                    "rejected": " Same. "}]
+    data = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    result = run_cli("train", f"model={tiny_model_dir}", f"dataset={data}", "stage=dpo", "max_steps=1",
+                     f"output_dir={tmp_path / 'r'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"error: {data}:2: 'chosen' and 'rejected' are the same answer, so there is "
+                                     "nothing to prefer; fix the pair or delete the row")

@@ -93,6 +93,10 @@ def export_run(run_dir: str | Path, out: str | Path, *, fmt: str | None = None, 
     if fmt == "gguf" and info.is_reward:
         raise ExportError("reward models (stage=rm) have a score head that llama.cpp cannot run; "
                           "export them with --format hf")
+    if bits == 4:  # before the merge: a shape bitsandbytes cannot pack fails in seconds, not after minutes
+        from tunesmith.model.loader import check_quantizable
+
+        check_quantizable(info.base or str(info.path), "score" if info.is_reward else "causal")
     out = Path(out)
     _prepare_out(out, info.path)
     model, tokenizer = load_merged(info)

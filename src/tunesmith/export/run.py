@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.run import read_log, require_finished
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded Q4_1 GGUF was quantized from
 
@@ -83,6 +84,7 @@ def read_run(run_dir: str | Path, base: str | None = None) -> RunInfo:
     path = Path(run_dir)
     if not path.is_dir():
         raise ExportError(f"{path}: run directory not found")
+    require_finished(path)
     adapter_file = path / "adapter_config.json"
     if not adapter_file.exists() and not (path / "config.json").exists():
         raise ExportError(f"{path}: not a run directory (no adapter_config.json or config.json); "
@@ -102,7 +104,7 @@ def read_run(run_dir: str | Path, base: str | None = None) -> RunInfo:
             raise ExportError(f"base model {resolved} is missing; pass --base with the folder or hub id the run "
                               "was trained from")
         resolved = str(local) if local.exists() else resolved
-    return RunInfo(path=path, config=_read_config(path), adapter=adapter, base=resolved, records=_read_log(path))
+    return RunInfo(path=path, config=_read_config(path), adapter=adapter, base=resolved, records=read_log(path))
 
 
 def _read_config(path: Path):
@@ -112,16 +114,3 @@ def _read_config(path: Path):
         return load_config(path / "config.yaml") if (path / "config.yaml").exists() else None
     except TunesmithError:  # a config from an older tunesmith: the card just says less
         return None
-
-
-def _read_log(path: Path) -> list[dict]:
-    log = path / "trainer_log.jsonl"
-    if not log.exists():
-        return []
-    records = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
-            continue
-    return records

@@ -13,8 +13,8 @@ from tunesmith.data.dataset import wants_bos
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ModelError
 from tunesmith.infer.engine import Engine
-from tunesmith.model.loader import (EMBEDDED_NAME, load_model, load_tokenizer, pick_device, pick_dtype,
-                                    resolve_model)
+from tunesmith.model.loader import EMBEDDED_NAME, load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+from tunesmith.run import require_finished
 
 
 @dataclass
@@ -57,6 +57,8 @@ def load_for_inference(spec: str | None, device: str = "auto", name: str | None 
     it, an adapter is merged into its base: decoding is then ~20% faster on a CPU, with the same greedy text."""
     target = pick_device(device)
     path = Path(spec).expanduser() if spec else None
+    if path is not None and path.is_dir():
+        require_finished(path)
     adapter = None
     label = name or (path.name if path is not None and path.exists() else (spec or EMBEDDED_NAME))
     if path is not None and (path / "adapter_config.json").exists():

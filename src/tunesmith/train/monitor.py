@@ -1,22 +1,29 @@
 """What a person watches while a run trains: a progress bar, `trainer_log.jsonl`, TensorBoard, `loss.png`.
 
-`trainer_log.jsonl` (read by the Web UI and by anyone's scripts) has one JSON object per line:
+`trainer_log.jsonl` (read by the Web UI and by anyone's scripts; tunesmith reads it through `tunesmith.run`) has one
+strict-JSON object per line:
 - train lines: {"step", "max_steps", "epoch", "loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s",
-  "elapsed_s", "eta_s"}; `loss` is the mean over the logging window.
-- eval lines:  {"step", "max_steps", "eval_loss", "elapsed_s"}.
-- a final line: {"step", "max_steps", "done": true, "stopped_early": bool, "train_runtime_s", ...}.
+  "elapsed_s", "eta_s"}, plus the stage's metrics; `loss` is the mean over the logging window.
+- eval lines:  {"step", "max_steps", "eval_loss", "eval_<metric>"..., "elapsed_s"}.
+- warnings:    {"step", "warning"} (overfitting, diverging).
+- a final line: {"step", "max_steps", "done": true, "stopped_early", "weights_step", "best_step"?, "best_loss"?,
+  "train_runtime_s", ...}: the run's finished marker, written after its result is on disk.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 OVERFIT_EVALS = 3  # eval loss rising this many times in a row while train loss falls -> warn
+# Train loss at least DIVERGE_FACTOR times its first logged value (and DIVERGE_MIN_RISE nats above it), seen after
+# DIVERGE_AFTER logged points -> warn that training diverges. Noise on a falling curve never comes close.
+DIVERGE_FACTOR, DIVERGE_MIN_RISE, DIVERGE_AFTER = 1.5, 0.5, 3
 
 
 class Monitor:
@@ -31,6 +38,7 @@ class Monitor:
         self.train_points: list[tuple[int, float]] = []
         self.eval_points: list[tuple[int, float]] = []
         self._warned = False
+        self._warned_divergence = False
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -50,8 +58,9 @@ class Monitor:
                 self.eval_points.append((rec["step"], rec["eval_loss"]))
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            self.log_file.write(json.dumps(record) + "\n")
+        if self.enabled:  # strict JSON: a non-finite number (never expected: the loop stops on one) becomes null
+            record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+            self.log_file.write(json.dumps(record, allow_nan=False) + "\n")
             self.log_file.flush()
 
     def step(self, step: int, metrics: dict[str, float] | None) -> dict[str, Any] | None:
@@ -67,6 +76,7 @@ class Monitor:
                   "elapsed_s": round(elapsed, 2), "eta_s": round(eta, 1) if eta is not None else None}
         self.train_points.append((step, metrics["loss"]))
         self._write(record)
+        self._check_divergence()
         if self.enabled:
             for key, value in metrics.items():
                 if key != "epoch":
@@ -86,6 +96,18 @@ class Monitor:
             self.bar.write(f"step {step}: eval_loss {eval_loss:.4f}")
         self._check_overfitting()
 
+    def _check_divergence(self) -> None:
+        """Warn once when the train loss climbs well above where it started: the learning rate is too high."""
+        if self._warned_divergence or len(self.train_points) < DIVERGE_AFTER:
+            return
+        (first_step, first), (step, loss) = self.train_points[0], self.train_points[-1]
+        if loss > DIVERGE_FACTOR * first and loss - first > DIVERGE_MIN_RISE:
+            self._warned_divergence = True
+            msg = (f"train loss rose from {first:.4f} (step {first_step}) to {loss:.4f} (step {step}): training is "
+                   "diverging; lower learning_rate (or warm it up with warmup_steps)")
+            log.warning(msg)
+            self._write({"step": step, "warning": msg})
+
     def _check_overfitting(self) -> None:
         evals = [loss for _, loss in self.eval_points[-(OVERFIT_EVALS + 1):]]
         if self._warned or len(evals) <= OVERFIT_EVALS or len(self.train_points) < 2:
@@ -101,12 +123,23 @@ class Monitor:
             self._write({"step": self.eval_points[-1][0], "warning": msg})
 
     def finish(self, record: dict[str, Any]) -> None:
+        """The run's finished marker (see tunesmith/run.py): written only once its result is on disk."""
         self._write({"step": record.get("step"), "max_steps": self.max_steps, "done": True, **record})
-        if self.enabled:
+        self.close()
+
+    def close(self) -> None:
+        """End the bar on its own line (an error message must not share it), flush the logs, draw the plot."""
+        if self.enabled and not self.log_file.closed:
             self.bar.close()
             self.tb.close()
             self.log_file.close()
             plot_losses(self.train_points, self.eval_points, self.output_dir / "loss.png")
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def plot_losses(train: list[tuple[int, float]], evals: list[tuple[int, float]], path: Path) -> None:

@@ -1,8 +1,8 @@
 """Preference stages on the shared loop: rm (reward model) and dpo. Both read the same pairs (prompt, chosen,
 rejected), pack each pair's two rows next to each other, and differ only in model head and loss.
 
-Losses are sums over pairs with the pair count as `num_targets`, so the loop's per-step normalisation gives the
-mean over the step's pairs; metrics are sums too and are divided the same way.
+Losses are sums over pairs and the pair is the loss unit (`loss_units`), so the loop's per-step normalisation gives
+the mean over the step's pairs; metrics are sums too and are divided the same way (accuracy is a fraction of pairs).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ def encode_pairs(items: list[Item], template: Template, tokenizer, cfg: TrainCon
     for item in items:
         if not isinstance(item, Preference):
             raise DataError(f"{item.location}: stage={cfg.stage} needs preference rows (prompt, chosen, rejected)")
+        if item.chosen.strip() == item.rejected.strip():  # a pair with nothing to prefer: zero gradient, no signal
+            raise DataError(f"{item.location}: 'chosen' and 'rejected' are the same answer, so there is nothing to "
+                            "prefer; fix the pair or delete the row")
         chosen, rejected = (encode_conversation(item.conversation(answer), template, tokenizer, cfg.cutoff_len)
                             for answer in (item.chosen, item.rejected))
         if chosen is not None and rejected is not None:
@@ -68,6 +71,9 @@ class _PairStage(Stage):
 
     def batches(self, pairs: list[Pair], token_budget: int) -> list[MicroBatch]:
         return pack_pairs(pairs, max(token_budget, 2 * self.cfg.cutoff_len))  # a pair always fits
+
+    def loss_units(self, batch: MicroBatch) -> int:
+        return batch.num_samples  # pairs
 
 
 class RewardStage(_PairStage):

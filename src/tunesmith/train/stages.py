@@ -1,9 +1,10 @@
 """A stage is a small strategy on the one training path: how items become examples, how examples become
 micro-batches, and what loss a micro-batch gives. The loop in `loop.py` never knows which stage it runs.
 
-Losses are returned as a *sum* over target tokens together with the token count, so the loop can normalise by all
-target tokens of the optimizer step (across micro-batches and processes): the result is independent of how rows
-were grouped into micro-batches.
+Losses are returned as a *sum* over the stage's loss units together with their count, so the loop can normalise by
+all units of the optimizer step (across micro-batches and processes): the result is independent of how rows were
+grouped into micro-batches. The unit is the stage's to define (`Stage.loss_units`): a target token for sft and pt,
+a preference pair for rm and dpo.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from tunesmith.train.fused_loss import chunked_linear_cross_entropy, output_head
 
 @dataclass
 class LossOutput:
-    loss_sum: torch.Tensor  # summed over target tokens
-    num_targets: int
+    loss_sum: torch.Tensor  # summed over the stage's loss units (target tokens, or pairs)
+    num_targets: int  # how many units the sum covers
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -59,6 +60,10 @@ class Stage:
 
     def prepare(self, model) -> None:
         """Called once with the trainable model before the first step (e.g. DPO's reference copy)."""
+
+    def loss_units(self, batch: MicroBatch) -> int:
+        """What the loss of `batch` is a sum over (the loop's normaliser): here its target tokens."""
+        return batch.num_targets
 
 
 class SFTStage(Stage):
