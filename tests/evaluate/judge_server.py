@@ -1,6 +1,8 @@
 """A real OpenAI-compatible judge for tests: an http.server in a thread answering GET /v1/models and
 POST /v1/chat/completions. Its reply is scripted from the question and the two answers it was shown, and it records
-every request, so a test can check what the judge was asked."""
+every request, so a test can check what the judge was asked (and with which Authorization header).
+
+`RedirectServer` answers every request with a redirect to another server: a judge URL that moved elsewhere."""
 
 from __future__ import annotations
 
@@ -16,9 +18,12 @@ _SHOWN = re.compile(r"\[Question\]\n(.*)\n\n\[Answer A\]\n(.*)\n\[End of answer 
 
 
 class JudgeServer:
-    def __init__(self, script: Script, models: tuple[str, ...] = ("judge-1",), key: str | None = None):
+    def __init__(self, script: Script, models: tuple[str, ...] = ("judge-1",), key: str | None = None,
+                 host: str = "127.0.0.1", moved: dict[str, str] | None = None):
         self.script, self.models, self.key = script, models, key
+        self.moved = moved or {}  # path -> path on this same server, answered with a 301
         self.asked: list[tuple[str, str, str]] = []  # (question, A, B) of every chat request, in arrival order
+        self.authorizations: list[str | None] = []  # the Authorization header of every request, in arrival order
         self.lock = threading.Lock()
         server = self
 
@@ -35,6 +40,8 @@ class JudgeServer:
                 self.wfile.write(data)
 
             def _authorised(self) -> bool:
+                with server.lock:
+                    server.authorizations.append(self.headers.get("Authorization"))
                 if server.key and self.headers.get("Authorization") != f"Bearer {server.key}":
                     self._send(401, {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}})
                     return False
@@ -42,6 +49,12 @@ class JudgeServer:
 
             def do_GET(self):
                 if not self._authorised():
+                    return
+                if self.path in server.moved:
+                    self.send_response(301)
+                    self.send_header("Location", server.moved[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                     return
                 if self.path != "/v1/models":
                     return self._send(404, {"error": {"message": "not found"}})
@@ -62,8 +75,9 @@ class JudgeServer:
                                  "choices": [{"index": 0, "finish_reason": "stop",
                                               "message": {"role": "assistant", "content": reply}}]})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self):
@@ -73,3 +87,27 @@ class JudgeServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class RedirectServer(JudgeServer):
+    """Every request is redirected (307: method and body kept) to the same path under `target`, another origin."""
+
+    def __init__(self, target: str):
+        super().__init__(lambda q, a, b: "")
+        server = self
+
+        class Redirect(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _redirect(self):
+                with server.lock:
+                    server.authorizations.append(self.headers.get("Authorization"))
+                self.send_response(307)
+                self.send_header("Location", target.rstrip("/") + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = _redirect
+
+        self.httpd.RequestHandlerClass = Redirect

@@ -5,10 +5,10 @@ import socket
 import pytest
 
 from tests.conftest import write_jsonl
-from tests.evaluate.judge_server import JudgeServer
+from tests.evaluate.judge_server import JudgeServer, RedirectServer
 from tunesmith.errors import ConfigError, JudgeError
 from tunesmith.evaluate.abstats import wilson_interval
-from tunesmith.evaluate.abtest import ABOptions, ABTest, format_ab, load_prompts
+from tunesmith.evaluate.abtest import ABOptions, ABTest, ab_options, format_ab, load_prompts
 from tunesmith.evaluate.judges import HttpJudge, endpoint_base
 
 PROMPTS = ["What are the support hours?", "How much is a day pass?", "Can I bring my dog?", "What is the deposit?",
@@ -112,6 +112,72 @@ def test_an_unreachable_judge_is_one_clear_error(tmp_path, no_judge_key):
         port = s.getsockname()[1]  # nothing listens once the socket closes
     with pytest.raises(JudgeError, match=rf"judge http://127.0.0.1:{port}/v1: cannot connect .*start the judge"):
         ab_test(tmp_path, f"http://127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("url", ["http://192.0.2.10:8000/v1", "http://judge.example.com/v1", "http://0.0.0.0:8000",
+                                 "http://[fd00::5]:8000/v1"])
+def test_plain_http_to_another_machine_is_refused(tmp_path, monkeypatch, url):
+    """Refused before anything is sent (nothing listens at these addresses, so a request would fail differently)."""
+    monkeypatch.setenv("TUNESMITH_JUDGE_KEY", "sk-real-key")
+    with pytest.raises(JudgeError, match=r"plain http to another machine would send the API key .*--judge-insecure") \
+            as refused:
+        ab_test(tmp_path, url)
+    assert "sk-real-key" not in str(refused.value) and len(str(refused.value).splitlines()) == 1
+    assert HttpJudge(url, insecure=True).base.startswith("http://")  # the user's explicit choice
+    for allowed in ("https://judge.example.com/v1", "http://127.0.0.1:8000/v1", "http://localhost:8000",
+                    "http://[::1]:8000"):
+        HttpJudge(allowed)  # https, or this machine: no flag needed
+
+
+def non_loopback_address() -> str | None:
+    """This machine's address on its network (no packet is sent), or None when it has only loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_a_judge_on_the_network_needs_judge_insecure(tmp_path, monkeypatch):
+    address = non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address to serve a judge on")
+    monkeypatch.setenv("TUNESMITH_JUDGE_KEY", "s3cret")
+    with JudgeServer(prefers_good, key="s3cret", host="0.0.0.0") as judge:
+        url = f"http://{address}:{judge.port}/v1"
+        with pytest.raises(JudgeError, match="plain http to another machine"):
+            ab_test(tmp_path, url)
+        assert judge.authorizations == []  # refused before the key went anywhere
+        assert ab_test(tmp_path, url, judge_insecure=True).run()["wins"] == 3
+        assert set(judge.authorizations) == {"Bearer s3cret"}
+
+
+def test_the_key_never_follows_a_redirect_to_another_origin(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESMITH_JUDGE_KEY", "s3cret")
+    with JudgeServer(prefers_good, key="s3cret") as elsewhere, \
+            RedirectServer(f"http://127.0.0.1:{elsewhere.port}") as moved:
+        with pytest.raises(JudgeError, match=rf"redirects to another origin \(http://127.0.0.1:{elsewhere.port}/v1/"
+                                             r"models\); the key is not sent there"):
+            ab_test(tmp_path, moved.url)
+        assert moved.authorizations == ["Bearer s3cret"]  # the judge the user named got it
+        assert elsewhere.authorizations == []  # the other origin got no request at all
+
+
+def test_a_redirect_within_the_judges_origin_is_followed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNESMITH_JUDGE_KEY", "s3cret")
+    with JudgeServer(prefers_good, key="s3cret", moved={"/old/v1/models": "/v1/models"}) as judge:
+        HttpJudge(judge.url.replace("/v1", "/old/v1")).check()
+    assert judge.authorizations == ["Bearer s3cret", "Bearer s3cret"]
+
+
+def test_judge_insecure_belongs_to_a_plain_http_judge(tmp_path):
+    with pytest.raises(ConfigError, match="--judge-insecure.*belong to an A/B test"):
+        ab_options(None, None, judge_insecure=True)
+    with pytest.raises(ConfigError, match="--judge-insecure allows a plain http:// --judge"):
+        ab_options("p.jsonl", "https://api.example.com/v1", judge_insecure=True)
+    assert ab_options("p.jsonl", "http://10.0.0.5:8000/v1", judge_insecure=True).judge_insecure
 
 
 def test_endpoint_base_accepts_the_usual_spellings():

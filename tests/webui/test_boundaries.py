@@ -9,12 +9,17 @@ from pathlib import Path
 import tunesmith.webui
 
 WEBUI = Path(tunesmith.webui.__file__).parent
-# tunesmith modules the Web UI may use, and why: settings, one-line errors, reading and encoding data (previews),
-# finding models and tokenizers, inference (chat), and evaluation's formatting and A/B counting.
+# tunesmith modules the Web UI may use, and why: settings, one-line errors, reading and encoding data (previews,
+# through the stages), the registries it lists choices from, the run directory, finding models and tokenizers,
+# inference (chat), evaluation's formatting and A/B counting, and doctor's report (the Check button).
 ALLOWED = ("tunesmith.config", "tunesmith.errors", "tunesmith.data", "tunesmith.model.loader", "tunesmith.infer",
-           "tunesmith.evaluate.runner", "tunesmith.evaluate.abtest", "tunesmith.evaluate.abstats",
-           "tunesmith.evaluate.benchmarks", "tunesmith.webui")
+           "tunesmith.stages", "tunesmith.run", "tunesmith.extras", "tunesmith.model.methods",
+           "tunesmith.export.formats",
+           "tunesmith.evaluate.runner", "tunesmith.evaluate.abtest", "tunesmith.evaluate.ab_record",
+           "tunesmith.evaluate.abstats",
+           "tunesmith.evaluate.benchmarks", "tunesmith.doctor", "tunesmith.webui")
 ALLOWED_FROM_EVALUATE = {"tunesmith.evaluate.runner": {"format_value", "metric_rows"},
+                         "tunesmith.evaluate.ab_record": {"PreferenceRecord", "append_record"},
                          "tunesmith.evaluate.abtest": {"load_prompts"},
                          "tunesmith.evaluate.abstats": {"preferred_model", "single", "summarize"},
                          "tunesmith.evaluate.benchmarks": {"generate_replies"}}

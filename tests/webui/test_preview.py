@@ -6,12 +6,12 @@ import pytest
 
 from tests.conftest import write_jsonl
 from tunesmith.config import TrainConfig
-from tunesmith.data.dataset import encode_items
 from tunesmith.data.formats import to_canonical
 from tunesmith.data.packing import IGNORE
 from tunesmith.data.sources import read_rows
 from tunesmith.data.templates import get_template
 from tunesmith.errors import DataError
+from tunesmith.stages import get_stage
 from tunesmith.webui.preview import ANSWER, CHOSEN, PROMPT, REJECTED, preview_html, preview_rows
 
 ROWS = [{"instruction": "What are the support hours?", "output": "From 8 AM to 9 PM."},
@@ -28,7 +28,7 @@ def preview(tmp_path, tokenizer, rows, count=3, **settings):
 def test_answers_are_marked_exactly_as_training_masks_them(tmp_path, tokenizer, template):
     cfg, rows = preview(tmp_path, tokenizer, ROWS, template=template)
     tmpl = get_template(template, tokenizer)
-    examples = encode_items(to_canonical(read_rows(cfg.dataset)), tmpl, tokenizer, cfg, "train")
+    examples = get_stage("sft", cfg).encode(to_canonical(read_rows(cfg.dataset)), tmpl, tokenizer, "train")
     for row, example, source in zip(rows, examples, ROWS):
         trained = "".join(text for text, kind in row.pieces if kind == ANSWER)
         assert trained == source["output"] + tmpl.stop
@@ -69,7 +69,7 @@ def test_preference_rows_show_the_chosen_and_the_rejected_answer(tmp_path, token
 def test_rows_that_do_not_fit_the_stage_stop_with_the_training_message(tmp_path, tokenizer):
     with pytest.raises(DataError, match="raw text rows need stage=pt"):
         preview(tmp_path, tokenizer, [{"text": "just text"}])
-    with pytest.raises(DataError, match="need stage=rm or stage=dpo"):
+    with pytest.raises(DataError, match="use stage=dpo or stage=rm"):
         preview(tmp_path, tokenizer, [{"prompt": "p", "chosen": "a", "rejected": "b"}])
 
 

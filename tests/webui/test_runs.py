@@ -20,6 +20,7 @@ def make_run(root: Path, name: str, done: bool, checkpoints: tuple[int, ...] = (
     (run / "trainer_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     for step in checkpoints:
         (run / "checkpoints" / f"step-{step}").mkdir(parents=True)
+        (run / "checkpoints" / f"step-{step}" / "trainer_state.json").write_text("{}")  # what makes it complete
     (run / "checkpoints" / ".tmp-step-9").mkdir(parents=True, exist_ok=True)  # an unfinished one: never listed
     return run
 

@@ -3,11 +3,17 @@ is better. Both return the judge's raw replies; `verdict.parse_verdict` reads th
 
 The endpoint is spoken to with the standard library (urllib), so no HTTP client is needed. Its key comes only from
 the environment: TUNESMITH_JUDGE_KEY, else OPENAI_API_KEY; it is sent as `Authorization: Bearer KEY` and never
-printed. `tunesmith serve` works as a judge (started with --api-key, export that key as TUNESMITH_JUDGE_KEY).
+printed. `tunesmith serve` works as a judge (give it a key and export the same key as TUNESMITH_JUDGE_KEY).
+
+The key is often the user's real OpenAI key, so it only travels where nobody can read it on the way: over https, or
+to this machine (a loopback address). A plain http:// URL to another machine is refused unless the user says the
+network is trusted (`--judge-insecure`). A redirect to another origin (scheme, host or port) is never followed:
+urllib would carry the Authorization header along.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -15,7 +21,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from tunesmith.errors import JudgeError, ModelError
 
@@ -45,16 +51,65 @@ def endpoint_base(url: str) -> str:
     return url if urlsplit(url).path.strip("/") else f"{url}/v1"
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """localhost or a loopback address (127.0.0.0/8, ::1); a name is not looked up, so it cannot be spoofed."""
+    name = (host or "").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def check_transport(base: str, insecure: bool) -> None:
+    """The key (and every prompt) may travel only over https or to this machine, unless the user trusts the
+    network (--judge-insecure)."""
+    parts = urlsplit(base)
+    if parts.scheme == "https" or is_loopback_host(parts.hostname) or insecure:
+        return
+    raise JudgeError(f"judge {base}: plain http to another machine would send the API key and the prompts "
+                     "unencrypted; use an https:// URL, or add --judge-insecure if you trust this network")
+
+
+class _CrossOriginRedirect(Exception):
+    def __init__(self, url: str):
+        super().__init__(url)
+        self.url = url
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only within the judge's own origin: urllib would send the Authorization header anywhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urljoin(req.full_url, newurl)
+        if origin(target) != origin(req.full_url):
+            fp.close()
+            raise _CrossOriginRedirect(target)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class HttpJudge:
     kind = "endpoint"
 
     def __init__(self, url: str, model: str | None = None, max_tokens: int = JUDGE_MAX_TOKENS,
-                 timeout: float = TIMEOUT_S):
+                 timeout: float = TIMEOUT_S, insecure: bool = False):
         self.base = endpoint_base(url)
+        check_transport(self.base, insecure)
         self.model, self.max_tokens = model, max_tokens
         self.timeout = timeout
         self.key_variable = next((v for v in KEY_VARIABLES if os.environ.get(v)), None)
         self.key = os.environ.get(self.key_variable) if self.key_variable else None
+        handlers: list = [_SameOriginRedirects]
+        if is_loopback_host(urlsplit(self.base).hostname):
+            handlers.append(urllib.request.ProxyHandler({}))  # never hand a loopback request (and key) to a proxy
+        self._opener = urllib.request.build_opener(*handlers)
 
     def describe(self) -> str:
         return f"{self.base} (model {self.model})"
@@ -100,9 +155,12 @@ class HttpJudge:
         for attempt in range(RETRIES + 1):
             request = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with self._opener.open(request, timeout=self.timeout) as response:
                     raw = response.read()
                 break
+            except _CrossOriginRedirect as e:
+                raise JudgeError(f"judge {self.base}: the server redirects to another origin ({e.url}); the key is "
+                                 "not sent there: point --judge at the final URL") from None
             except urllib.error.HTTPError as e:
                 if e.code == 404 and missing_ok:
                     return None
@@ -182,10 +240,10 @@ class LocalJudge:
         return replies
 
 
-def make_judge(spec: str, model: str | None = None, device: str = "auto",
-               max_tokens: int = JUDGE_MAX_TOKENS) -> HttpJudge | LocalJudge:
+def make_judge(spec: str, model: str | None = None, device: str = "auto", max_tokens: int = JUDGE_MAX_TOKENS,
+               insecure: bool = False) -> HttpJudge | LocalJudge:
     if spec.startswith(("http://", "https://")):
-        return HttpJudge(spec, model, max_tokens)
+        return HttpJudge(spec, model, max_tokens, insecure=insecure)
     if model is not None:
         raise JudgeError("--judge-model names the model of a judge endpoint; a local --judge is the model itself")
     return LocalJudge(spec, device, max_tokens)

@@ -4,6 +4,7 @@ answer of each pair (A and B shuffled per pair), and the models' names are revea
 from __future__ import annotations
 
 import html
+import time
 
 import gradio as gr
 
@@ -54,7 +55,8 @@ def build(ctx: Context, L: Labels, lang: gr.Radio) -> None:
                        scale=3)
         with gr.Column(scale=2):
             prompt_file = L.make(gr.Dropdown, label=Key("ab.prompt_file"), allow_custom_value=True, value=None,
-                                 choices=data_files("examples/benchmarks", "examples/data", ctx.uploads_dir))
+                                 choices=data_files(ctx.workspace.examples_dir / "benchmarks",
+                                                    ctx.workspace.examples_dir / "data", ctx.uploads_dir))
             limit = L.make(gr.Number, value=10, precision=0, minimum=1, maximum=200, label=Key("ab.limit"))
     start = L.make(gr.Button, value=Key("ab.start"), variant="primary")
     status = gr.HTML()
@@ -74,14 +76,17 @@ def build(ctx: Context, L: Labels, lang: gr.Radio) -> None:
         if not one or not two:
             return None, views.error(text(lang_value, "ab.need_two")), "", "", "", "", ""
         try:
-            prompts = blind_ab.prompts_from(typed_prompts or "", path or None, int(count or 10))
+            path = ctx.workspace.data_source(path, "prompt file") if path else None
+            prompts = blind_ab.prompts_from(typed_prompts or "", path, int(count or 10))
             progress(0.0, desc=text(lang_value, "ab.answering", model=one))
             answers_1 = blind_ab.answer_all(one, prompts)
             progress(0.5, desc=text(lang_value, "ab.answering", model=two))
             answers_2 = blind_ab.answer_all(two, prompts)
         except Exception as e:
             return None, views.error(e), "", "", "", "", ""
-        session = blind_ab.new_session((one, two), prompts, answers_1, answers_2)
+        # Saved in the terminal's format: `tunesmith eval --judge human --ab-file FILE` reads (and resumes) it.
+        file = ctx.eval_dir / "ab" / f"ab_preferences-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        session = blind_ab.new_session((one, two), prompts, answers_1, answers_2, file=str(file))
         return (session, views.message("info", text(lang_value, "ab.ready")), *pair_view(session, lang_value), "")
 
     def judge(verdict):
@@ -94,7 +99,7 @@ def build(ctx: Context, L: Labels, lang: gr.Radio) -> None:
         return on_pick
 
     start.click(on_start, [lang, model_1, model_2, typed, prompt_file, limit],
-                [state, status, step, prompt, answer_a, answer_b, reveal])
+                [state, status, step, prompt, answer_a, answer_b, reveal], api_name="start_ab")
     outputs = [state, step, prompt, answer_a, answer_b, reveal]
     pick_a.click(judge(blind_ab.A), [lang, state], outputs)
     pick_tie.click(judge(blind_ab.TIE), [lang, state], outputs)

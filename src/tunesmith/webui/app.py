@@ -2,21 +2,23 @@
 
 Training, evaluation and export run as the CLI in subprocesses (jobs.py); chat loads models with the library
 functions `tunesmith chat` uses. This package only builds configs and command lines and shows results.
+Everything the page reads or writes stays in one workspace folder (workspace.py); reachable from other machines,
+it asks for a login (security.py).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import os
 
 import gradio as gr
 
-from tunesmith.errors import TunesmithError
 from tunesmith.webui import ab_tab, chat_tab, eval_tab, export_tab, runs_tab, train_tab
 from tunesmith.webui.context import TRAIN, Context
 from tunesmith.webui.i18n import DEFAULT_LANGUAGE, LANGUAGE_CHOICES, Key, Labels, language_from_header, text
 from tunesmith.webui.runs import loadable_models
-from tunesmith.webui.views import CSS
+from tunesmith.webui.security import Credentials, Gate, configured_credentials, generated_credentials, is_loopback
+from tunesmith.webui.server import bind, build_server_app, start
 
 TAB_TRAIN, TAB_EVAL, TAB_CHAT, TAB_EXPORT, TAB_RUNS = "train", "eval", "chat", "export", "runs"
 
@@ -69,23 +71,44 @@ def build_app(ctx: Context, labels: Labels | None = None) -> gr.Blocks:
             return language_from_header(header), train_tab.new_run_dir(ctx), gr.Timer(active=bool(job and job.running))
 
         demo.load(on_page_load, None, [lang, train.output_dir, train.timer])
+        demo.load(train.refresh_plan, train.plan_inputs, [train.plan])  # what Start will do, before it is pressed
     return demo
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, output_root: str = "runs") -> None:
+def login_line(host: str, port: int, credentials: Credentials | None) -> str | None:
+    """The start-up line that says how to get in: a warning when the page is reachable from other machines."""
+    lang = DEFAULT_LANGUAGE
+    if credentials is None:
+        return None
+    if credentials.generated:
+        how = text(lang, "app.login_generated", user=credentials.user, password=credentials.password)
+    else:
+        how = text(lang, "app.login_configured", origin=credentials.origin)
+    if is_loopback(host):
+        return how
+    return text(lang, "app.open_warning", address=f"{host}:{port}", port=port, how=how)
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, workspace: str = "runs", auth_file: str | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes are not news
-    root = Path(output_root)
-    root.mkdir(parents=True, exist_ok=True)
-    ctx = Context(root)
+    credentials = configured_credentials(auth_file)  # a bad setting stops here, before anything starts
+    if credentials is None and not is_loopback(host):
+        credentials = generated_credentials()
+    sock = bind(host, port)
+    ctx = Context(workspace)
+    ctx.workspace.prepare()
+    os.environ["GRADIO_TEMP_DIR"] = str(ctx.workspace.upload_cache_dir)  # uploads arrive inside the workspace too
     demo = build_app(ctx)
-    try:
-        demo.queue().launch(server_name=host, server_port=port, allowed_paths=[str(root.resolve())], css=CSS,
-                            ssr_mode=False, show_error=False, quiet=True, inbrowser=False, prevent_thread_lock=True)
-    except OSError:
-        raise TunesmithError(f"webui: cannot listen on {host}:{port} (in use?); pick another with --port") from None
+    gate = Gate(credentials, port, loopback_only=is_loopback(host) and credentials is None)
+    app = build_server_app(demo, gate, allowed_paths=[ctx.root], blocked_paths=ctx.workspace.private_dirs)
+    server = start(app, sock)
     print(text(DEFAULT_LANGUAGE, "app.listening", url=f"http://{host}:{port}"), flush=True)
+    print(text(DEFAULT_LANGUAGE, "app.workspace", root=ctx.root), flush=True)
+    line = login_line(host, port, credentials)
+    if line:
+        print(line, flush=True)
     try:
-        demo.block_thread()  # until Ctrl-C
+        server.wait()  # until Ctrl-C
     finally:
         ctx.stop_all()  # a run started from the page does not outlive it
-        demo.close()
+        server.stop()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import gc
 import random
+from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import DataError
+from tunesmith.evaluate.ab_record import PreferenceRecord, append_record
 from tunesmith.evaluate.abstats import preferred_model, single, summarize
 
 A, B, TIE = "A", "B", "tie"
@@ -38,7 +40,7 @@ def answer_all(spec: str, prompts: list[dict[str, str | None]], max_new_tokens: 
     from tunesmith.evaluate.benchmarks import generate_replies
     from tunesmith.infer.loading import load_for_inference
 
-    loaded = load_for_inference(None if spec in ("", "base") else spec)
+    loaded = load_for_inference(spec)
     conversations = [([{"role": "system", "content": p["system"]}] if p["system"] else [])
                      + [{"role": "user", "content": p["text"]}] for p in prompts]
     answers = generate_replies(loaded, conversations, max_new_tokens)
@@ -48,11 +50,13 @@ def answer_all(spec: str, prompts: list[dict[str, str | None]], max_new_tokens: 
 
 
 def new_session(labels: tuple[str, str], prompts: list[dict[str, str | None]], answers_1: list[str],
-                answers_2: list[str], seed: int | None = None) -> dict[str, Any]:
-    """`shown_as_a[i]` is the model (1 or 2) whose answer to prompt i is shown as A (on the left)."""
+                answers_2: list[str], seed: int | None = None, file: str | None = None) -> dict[str, Any]:
+    """`shown_as_a[i]` is the model (1 or 2) whose answer to prompt i is shown as A (on the left). `file`: the
+    preferences file each choice is appended to, in the terminal's format (`tunesmith eval --judge human
+    --ab-file FILE` resumes it)."""
     rng = random.Random(seed)
     return {"labels": list(labels), "prompts": [p["text"] for p in prompts], "answers": [answers_1, answers_2],
-            "shown_as_a": [rng.choice((1, 2)) for _ in prompts], "verdicts": []}
+            "shown_as_a": [rng.choice((1, 2)) for _ in prompts], "verdicts": [], "file": file}
 
 
 def current(state: dict[str, Any]) -> tuple[str, str, str] | None:
@@ -67,8 +71,15 @@ def current(state: dict[str, Any]) -> tuple[str, str, str] | None:
 def record(state: dict[str, Any], verdict: str) -> dict[str, Any]:
     if verdict not in (A, B, TIE):
         raise ValueError(f"verdict must be A, B or tie, got {verdict!r}")
-    if current(state) is None:
+    shown = current(state)
+    if shown is None:
         return state
+    i = len(state["verdicts"])
+    if state.get("file"):
+        a = state["shown_as_a"][i]
+        labels = state["labels"]
+        append_record(Path(state["file"]), PreferenceRecord(i, shown[0], verdict, labels[a - 1], labels[2 - a],
+                                                            shown[1], shown[2]))
     return {**state, "verdicts": [*state["verdicts"], verdict]}
 
 

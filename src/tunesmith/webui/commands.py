@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-# Export kinds offered in the Export tab -> CLI flags.
+from tunesmith.export.formats import EXPORTERS, GGUF_QUANTS  # noqa: F401 - the Export tab lists these
+
+# Export kinds offered in the Export tab -> CLI flags: the hf format as merged, 4-bit and 8-bit, then every other
+# registered format by its name (gguf, and any added one).
 MERGED, BITS4, BITS8, GGUF = "merged", "4bit", "8bit", "gguf"
-EXPORT_KINDS = (MERGED, BITS4, BITS8, GGUF)
-GGUF_QUANTS = ("q8_0", "q4_0", "f16", "bf16")
+EXPORT_KINDS = (MERGED, BITS4, BITS8, *(name for name in EXPORTERS if name != "hf"))
 
 
 def eval_args(models: list[str], benchmarks: list[str], dataset: str | None, out: str, max_samples: int = 0,
@@ -33,6 +35,8 @@ def export_args(run_dir: str, out: str, kind: str, quant: str = "q8_0", max_shar
     args = ["export", run_dir, "--out", out]
     if kind == GGUF:
         args += ["--quant", quant]
+    elif kind not in (MERGED, BITS4, BITS8):
+        args += ["--format", kind]
     elif kind in (BITS4, BITS8):
         args += ["--bits", "4" if kind == BITS4 else "8"]
     if max_shard_size.strip() and kind != GGUF:

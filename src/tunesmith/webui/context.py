@@ -1,4 +1,4 @@
-"""What the Web UI process keeps between events: the output root, the running CLI jobs, the chat model."""
+"""What the Web UI process keeps between events: the workspace, the running CLI jobs, the chat model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tunesmith.webui.chat_model import ChatModel
 from tunesmith.webui.jobs import CliJob
-from tunesmith.webui.runs import EVAL_FOLDER, EXPORT_FOLDER, UI_FOLDER
+from tunesmith.webui.workspace import Workspace
 
 TRAIN, EVAL, EXPORT = "train", "eval", "export"
 
@@ -24,32 +24,32 @@ class BusyError(Exception):
 
 @dataclass
 class Context:
-    root: Path
+    root: Path  # the workspace folder; made absolute, as every path the page shows is
     chat: ChatModel = field(default_factory=ChatModel)
     jobs: dict[str, CliJob] = field(default_factory=dict)
     train_dir: Path | None = None  # output_dir of the latest training job
     _tokenizers: dict[str, object] = field(default_factory=dict)
     _starting: threading.Lock = field(default_factory=threading.Lock)  # two pages may press Start at once
 
-    @property
-    def ui_dir(self) -> Path:
-        return self.root / UI_FOLDER
+    def __post_init__(self):
+        self.workspace = Workspace(self.root)
+        self.root = self.workspace.root
 
     @property
     def configs_dir(self) -> Path:
-        return self.ui_dir / "configs"
+        return self.workspace.configs_dir
 
     @property
     def uploads_dir(self) -> Path:
-        return self.ui_dir / "data"
+        return self.workspace.uploads_dir
 
     @property
     def eval_dir(self) -> Path:
-        return self.root / EVAL_FOLDER
+        return self.workspace.eval_dir
 
     @property
     def export_dir(self) -> Path:
-        return self.root / EXPORT_FOLDER
+        return self.workspace.export_dir
 
     def job(self, kind: str) -> CliJob | None:
         return self.jobs.get(kind)
@@ -59,7 +59,7 @@ class Context:
             current = self.jobs.get(kind)
             if current is not None and current.running:
                 raise BusyError(kind)
-            job = CliJob(args, self.ui_dir / "logs" / f"{kind}-{stamp()}.log")
+            job = CliJob(args, self.workspace.logs_dir / f"{kind}-{stamp()}.log")
             self.jobs[kind] = job
             return job
 

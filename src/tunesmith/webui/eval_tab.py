@@ -16,8 +16,6 @@ from tunesmith.webui.context import EVAL, BusyError, Context, stamp
 from tunesmith.webui.i18n import Key, Labels, text
 from tunesmith.webui.runs import data_files, loadable_models
 
-EXAMPLE_BENCHMARKS = "examples/benchmarks"
-
 
 @dataclass
 class EvalTab:
@@ -48,9 +46,11 @@ def build(ctx: Context, L: Labels, lang: gr.Radio) -> EvalTab:
         refresh = L.make(gr.Button, value=Key("common.refresh"), scale=1)
     with gr.Row():
         benchmarks = L.make(gr.Dropdown, label=Key("eval.benchmarks"), info=Key("eval.benchmarks_info"),
-                            multiselect=True, allow_custom_value=True, choices=data_files(EXAMPLE_BENCHMARKS))
+                            multiselect=True, allow_custom_value=True,
+                            choices=data_files(ctx.workspace.examples_dir / "benchmarks", ctx.uploads_dir))
         dataset = L.make(gr.Dropdown, label=Key("eval.dataset"), info=Key("eval.dataset_info"), value=None,
-                         allow_custom_value=True, choices=data_files("examples/data", ctx.uploads_dir))
+                         allow_custom_value=True, choices=data_files(ctx.workspace.examples_dir / "data",
+                                                                     ctx.uploads_dir))
     with gr.Row():
         max_samples = L.make(gr.Number, value=0, precision=0, minimum=0, label=Key("eval.max_samples"),
                              info=Key("eval.max_samples_info"))
@@ -71,13 +71,16 @@ def build(ctx: Context, L: Labels, lang: gr.Radio) -> EvalTab:
     def on_run(lang_value, chosen, benches, data, samples, shots, name):
         if not chosen:
             return views.error(text(lang_value, "eval.no_models")), gr.Timer(active=False), None
-        out = ctx.eval_dir / (name.strip() or f"eval-{stamp()}")
-        args = eval_args(list(chosen), list(benches or []), data or None, str(out), int(samples or 0),
-                         int(shots or 0))
-        try:
+        try:  # files to read and the result folder, all inside the workspace (models may be anywhere)
+            out = ctx.workspace.within(ctx.eval_dir, (name or "").strip() or f"eval-{stamp()}", "result name")
+            benches = [ctx.workspace.data_source(b, "benchmark") for b in benches or []]
+            data = ctx.workspace.data_source(data, "dataset") if data else None
+            args = eval_args(list(chosen), benches, data, str(out), int(samples or 0), int(shots or 0))
             job = ctx.start(EVAL, args)
         except BusyError:
             return views.error(text(lang_value, "eval.busy")), gr.Timer(active=True), gr.skip()
+        except Exception as e:
+            return views.error(e), gr.Timer(active=False), gr.skip()
         return views.message("info", text(lang_value, "common.running", command=job.command)), \
             gr.Timer(active=True), str(out)
 
@@ -107,7 +110,8 @@ def build(ctx: Context, L: Labels, lang: gr.Radio) -> EvalTab:
     def on_refresh():
         return gr.update(choices=loadable_models(ctx.root))
 
-    run.click(on_run, [lang, models, benchmarks, dataset, max_samples, few_shot, out_name], [status, timer, out_state])
+    run.click(on_run, [lang, models, benchmarks, dataset, max_samples, few_shot, out_name], [status, timer, out_state],
+              api_name="start_eval")
     timer.tick(on_tick, [lang, out_state], [status, log_tail, table, link, timer])
     stop.click(on_stop, [lang], [status])
     refresh.click(on_refresh, None, [models])

@@ -67,13 +67,15 @@ def build(ctx: Context, L: Labels, lang: gr.Radio) -> ExportTab:
         if not run_dir:
             return views.error(text(lang_value, "export.no_run")), gr.Timer(active=False), gr.skip()
         name = (out or "").strip() or f"{Path(run_dir).name}-{export_kind}"
-        target = ctx.export_dir / name
-        args = export_args(run_dir, str(target), export_kind, quant_type, shard_size or "", repo_id or "",
-                           make_public)
-        try:
+        try:  # the export is written inside the workspace; the run is a model and may be anywhere
+            target = ctx.workspace.within(ctx.export_dir, name, "export name")
+            args = export_args(run_dir, str(target), export_kind, quant_type, shard_size or "", repo_id or "",
+                               make_public)
             job = ctx.start(EXPORT, args)
         except BusyError:
             return views.error(text(lang_value, "export.busy")), gr.Timer(active=True), gr.skip()
+        except Exception as e:
+            return views.error(e), gr.Timer(active=False), gr.skip()
         return (views.message("info", text(lang_value, "common.running", command=job.command)),
                 gr.Timer(active=True), str(target))
 
@@ -98,7 +100,8 @@ def build(ctx: Context, L: Labels, lang: gr.Radio) -> ExportTab:
     def on_refresh(lang_value):
         return gr.update(choices=finished_runs(ctx)), token_note(lang_value)
 
-    start.click(on_start, [lang, run, kind, quant, shard, out_name, repo, public], [status, timer, out_state])
+    start.click(on_start, [lang, run, kind, quant, shard, out_name, repo, public], [status, timer, out_state],
+                api_name="start_export")
     timer.tick(on_tick, [lang, out_state], [status, log_tail, files, timer])
     stop.click(on_stop, [lang], [status])
     refresh.click(on_refresh, [lang], [run, token])

@@ -23,10 +23,9 @@ HEAD_FIELDS = ("model", "method", "stage", "template", "dataset")
 # The hyper-parameters most runs touch; every other key goes into the generated "advanced" section.
 MAIN_FIELDS = ("output_dir", "learning_rate", "num_epochs", "max_steps", "per_device_batch_size",
                "gradient_accumulation_steps", "cutoff_len", "lora_rank", "lora_alpha", "val_size", "eval_steps",
-               "save_steps")
+               "save_steps", "nproc")
 ADVANCED_FIELDS = tuple(name for name in FIELDS if name not in HEAD_FIELDS + MAIN_FIELDS)
 FORM_FIELDS = HEAD_FIELDS + MAIN_FIELDS + ADVANCED_FIELDS
-TEMPLATES = ("auto", "alpaca", "chatml", "llama3")
 _HINTS = typing.get_type_hints(TrainConfig)
 
 

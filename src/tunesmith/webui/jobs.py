@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 STOP_GRACE_S = 5.0  # how long a job may take to exit after each stop signal
+PAGE_SECRETS = ("TUNESMITH_WEBUI_AUTH",)
 
 
 class CliJob:
@@ -24,7 +25,8 @@ class CliJob:
         self.started = time.time()
         self.stopped = False
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # The page's login is the page's: the commands it runs never need it in their environment.
+        env = {k: v for k, v in os.environ.items() if k not in PAGE_SECRETS} | {"PYTHONUNBUFFERED": "1"}
         with log_path.open("w", encoding="utf-8") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "tunesmith", *args], stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)

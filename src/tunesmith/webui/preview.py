@@ -1,8 +1,8 @@
 """The first rows of a dataset as the model will see them, with the part the loss is computed on highlighted.
 
-Rows go through the training encoders themselves (`encode_conversation`, `encode_documents` with the run's
-tokenizer and template), and each run of tokens is decoded back to text: what is shown is what training feeds the
-model, after the template, BOS, the end-of-answer token and the `cutoff_len` cut.
+Rows go through the training stage itself (`Stage.preview`, with the run's tokenizer and template), and each run of
+tokens is decoded back to text: what is shown is what training feeds the model, after the template, BOS, the
+end-of-answer token and the `cutoff_len` cut.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ import html
 from dataclasses import dataclass
 
 from tunesmith.config import TrainConfig
-from tunesmith.data.dataset import encode_conversation, encode_documents
-from tunesmith.data.formats import Conversation, Document, Preference, to_canonical
+from tunesmith.data.formats import to_canonical
 from tunesmith.data.packing import IGNORE, Example
 from tunesmith.data.sources import read_rows
-from tunesmith.errors import DataError
+from tunesmith.stages import get_stage
 from tunesmith.webui.i18n import text
 
 # How a piece of a row is shown: prompt (context only), answer (trained on), chosen / rejected (preference pair).
@@ -49,36 +48,21 @@ def _pieces(example: Example, tokenizer, trained_kind: str) -> list[tuple[str, s
 
 
 def preview_rows(cfg: TrainConfig, tokenizer, template, count: int = 3) -> list[PreviewRow]:
-    """Encode the first `count` rows of the first dataset source with the settings in `cfg`."""
+    """The first `count` rows of the first dataset source, encoded by the configured stage exactly as training
+    encodes them."""
     source = cfg.dataset[0] if isinstance(cfg.dataset, list) else cfg.dataset
-    items = to_canonical(read_rows(source)[:count], cfg.dataset_format, cfg.columns, cfg.system)
+    stage = get_stage(cfg.stage, cfg)
+    items = stage.checked(to_canonical(read_rows(source)[:count], cfg.dataset_format, cfg.columns, cfg.system))
     rows = []
     for item in items:
-        if cfg.stage == "pt":
-            for example in encode_documents([item], tokenizer, cfg.cutoff_len, "preview"):
-                rows.append(PreviewRow(item.location, _pieces(example, tokenizer, ANSWER), len(example)))
-        elif isinstance(item, Document):
-            raise DataError(f"{item.location}: raw text rows need stage=pt; for stage={cfg.stage} use "
-                            "instruction/output, conversations or messages rows")
-        elif cfg.stage in ("rm", "dpo"):
-            if not isinstance(item, Preference):
-                raise DataError(f"{item.location}: stage={cfg.stage} needs preference rows (prompt, chosen, rejected)")
-            for answer, kind in ((item.chosen, CHOSEN), (item.rejected, REJECTED)):
-                rows.append(_conversation_row(item.conversation(answer), tokenizer, template, cfg, kind))
-        else:
-            if isinstance(item, Preference):
-                raise DataError(f"{item.location}: preference rows (chosen/rejected) need stage=rm or stage=dpo")
-            rows.append(_conversation_row(item, tokenizer, template, cfg, ANSWER))
+        for shown in stage.preview(item, template, tokenizer):
+            if shown.example is None:  # training drops such a row; show it whole, as prompt, so the user sees why
+                rows.append(PreviewRow(item.location, [(shown.text, PROMPT)], cfg.cutoff_len, truncated=True,
+                                       dropped=True))
+            else:
+                rows.append(PreviewRow(item.location, _pieces(shown.example, tokenizer, shown.kind),
+                                       len(shown.example), truncated=len(shown.example) >= cfg.cutoff_len))
     return rows
-
-
-def _conversation_row(conv: Conversation, tokenizer, template, cfg: TrainConfig, kind: str) -> PreviewRow:
-    example = encode_conversation(conv, template, tokenizer, cfg.cutoff_len, cfg.train_on_prompt)
-    if example is None:  # training drops such a row; show it whole, as prompt, so the user sees why
-        text_all = template.render(tokenizer, conv.messages)
-        return PreviewRow(conv.location, [(text_all, PROMPT)], cfg.cutoff_len, truncated=True, dropped=True)
-    return PreviewRow(conv.location, _pieces(example, tokenizer, kind), len(example),
-                      truncated=len(example) >= cfg.cutoff_len)
 
 
 def preview_html(rows: list[PreviewRow], lang: str) -> str:

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tunesmith.run import LOG_FILE, TrainLog
 from tunesmith.webui.i18n import text
 
 
@@ -37,14 +38,20 @@ class TrainProgress:
 
 def parse_log(lines: list[str]) -> TrainProgress:
     """Lines that are not complete JSON objects are skipped: the trainer may be writing the last one right now."""
-    p = TrainProgress()
+    records = []
     for line in lines:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if not isinstance(rec, dict):
-            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return progress_of(records)
+
+
+def progress_of(records: list[dict]) -> TrainProgress:
+    p = TrainProgress()
+    for rec in records:
         if isinstance(rec.get("step"), int):
             p.step = max(p.step, rec["step"])
         p.max_steps = rec.get("max_steps") or p.max_steps
@@ -62,15 +69,15 @@ def parse_log(lines: list[str]) -> TrainProgress:
 
 
 def read_log(run_dir: str | Path, newer_than: float | None = None) -> TrainProgress:
-    """The run's progress; an empty one when there is no log yet, or only one older than `newer_than` (a previous
-    run's log that the starting trainer has not replaced yet)."""
-    path = Path(run_dir) / "trainer_log.jsonl"
+    """The run's progress (its `TrainLog`); an empty one when there is no log yet, or only one older than
+    `newer_than` (a previous run's log that the starting trainer has not replaced yet)."""
+    path = Path(run_dir) / LOG_FILE
     try:
         if newer_than is not None and path.stat().st_mtime < newer_than:
             return TrainProgress()
-        return parse_log(path.read_text(encoding="utf-8").splitlines())
     except FileNotFoundError:
         return TrainProgress()
+    return progress_of(TrainLog.read(run_dir).records)
 
 
 def format_duration(seconds: float | None) -> str:

@@ -1,16 +1,13 @@
-"""What is in the output root: past runs with their status and final losses, and the models one can load."""
+"""What is in the workspace: past runs with their status and final losses, and the models one can load."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith.run import checkpoints, is_run
 from tunesmith.webui.progress import TrainProgress, read_log
-
-# Folders the Web UI itself keeps under the output root (configs, logs, uploads, eval results, exports).
-UI_FOLDER = ".webui"
-EVAL_FOLDER = "eval"
-EXPORT_FOLDER = "exports"
+from tunesmith.webui.workspace import EXPORT_FOLDER
 
 FINISHED, RUNNING, INCOMPLETE = "finished", "running", "incomplete"
 
@@ -31,10 +28,6 @@ class RunInfo:
         return plot if plot.exists() else None
 
 
-def is_run(folder: Path) -> bool:
-    return (folder / "trainer_log.jsonl").exists() or (folder / "config.yaml").exists()
-
-
 def list_runs(root: str | Path, running: set[Path] | None = None) -> list[RunInfo]:
     """Runs directly under `root`, newest first."""
     root = Path(root)
@@ -49,14 +42,6 @@ def list_runs(root: str | Path, running: set[Path] | None = None) -> list[RunInf
         status = RUNNING if folder.resolve() in running else FINISHED if progress.done else INCOMPLETE
         runs.append(RunInfo(folder, status, progress))
     return sorted(runs, key=lambda r: r.path.stat().st_mtime, reverse=True)
-
-
-def checkpoints(run: Path) -> list[Path]:
-    folder = run / "checkpoints"
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-")]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]) if p.name.split("-")[1].isdigit() else 0)
 
 
 def exports(root: str | Path) -> list[Path]:

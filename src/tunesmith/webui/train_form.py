@@ -12,7 +12,6 @@ from tunesmith.webui.form import (
     ADVANCED_FIELDS,
     HEAD_FIELDS,
     MAIN_FIELDS,
-    TEMPLATES,
     choices,
     default,
     from_widget,
@@ -33,8 +32,6 @@ def field_widget(L: Labels, name: str, value: Any = None, **extra):
     label = Key(f"field.{name}") if name in HEAD_FIELDS + MAIN_FIELDS else name
     common = {"label": label, "info": Key(f"help.{name}"), "value": value, "elem_id": f"ts-field-{name}", **extra}
     k = kind(name)
-    if name == "template":
-        return L.make(gr.Dropdown, choices=list(TEMPLATES), **common)
     if k == "choice":
         return L.make(gr.Dropdown, choices=choices(name), **common)
     if k == "bool":

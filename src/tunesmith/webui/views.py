@@ -22,6 +22,8 @@ CSS = """
 mark.ts-answer { background: #bbf7d0; color: #052e16; }
 mark.ts-chosen { background: #bbf7d0; color: #052e16; }
 mark.ts-rejected { background: #fecaca; color: #450a0a; }
+.ts-plan { padding: 6px 10px; border: 1px solid #e5e7eb; border-radius: 6px; }
+.ts-plan ul { margin: 4px 0 0 1.2em; padding: 0; }
 .ts-ab-answer { white-space: pre-wrap; border: 1px solid #e5e7eb; border-radius: 6px; padding: 8px; min-height: 4em; }
 """
 
