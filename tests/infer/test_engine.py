@@ -52,3 +52,100 @@ def test_sampling_rules():
     b = [sample(logits.clone(), SamplingParams(temperature=1.0), set(), torch.Generator().manual_seed(7))
          for _ in range(5)]
     assert a == b  # seeded sampling repeats
+
+
+def test_penalties_in_the_sampler():
+    logits = torch.tensor([1.0, 3.0, 2.0, -1.0])
+    g = torch.Generator().manual_seed(0)
+    # presence: a flat 2.0 off every token already in the answer; frequency: 0.5 per time it appeared
+    assert sample(logits.clone(), SamplingParams(temperature=0, presence_penalty=2.0), set(), g, {1: 1}) == 2
+    assert sample(logits.clone(), SamplingParams(temperature=0, frequency_penalty=0.5), set(), g, {1: 1}) == 1
+    assert sample(logits.clone(), SamplingParams(temperature=0, frequency_penalty=0.5), set(), g, {1: 3}) == 2
+    # a temperature too small for float32 (1e-40) is the greedy limit, not a crash
+    assert all(sample(logits.clone(), SamplingParams(temperature=1e-40), set(), g) == 1 for _ in range(5))
+
+
+def alone(lm, prompt, **kw):
+    r = Request(prompt, greedy(**kw))
+    lm.engine.generate([r])
+    return r
+
+
+def test_fast_path_equals_transformers_forward(tiny_model_dir, embedded_dir):
+    """In fp32 the fast path computes what transformers computes, operation for operation: same logits, same
+    tokens. Checked on the tiny model (grouped-query attention) and on the real 135M model."""
+    for spec, n in ((tiny_model_dir, 16), (embedded_dir, 12)):
+        lm = load_for_inference(str(spec))
+        prompts = [lm.encode_chat([{"role": "user", "content": q}]) for q in ("Hi", "What is the capital of France?")]
+        fast = lm.engine.use("fp32")
+        assert fast.describe() == "fast (fp32)"
+        first_fast = fast.prefill([Request(prompts[0], greedy())]).logits
+        ours = [alone(lm, p, n=n).completion_ids for p in prompts]
+        reference = lm.engine.use("fp32", fast=False)
+        assert reference.describe().startswith("transformers")
+        assert torch.equal(reference.prefill([Request(prompts[0], greedy())]).logits, first_fast)
+        assert [alone(lm, p, n=n).completion_ids for p in prompts] == ours
+
+
+def test_bf16_path_stays_close_to_fp32(tiny_model_dir):
+    lm = load_for_inference(str(tiny_model_dir))
+    prompt = lm.encode_chat([{"role": "user", "content": "What are the hours of support?"}])
+    fp32 = lm.engine.use("fp32").prefill([Request(prompt, greedy())]).logits
+    bf16_engine = lm.engine.use("bf16")
+    assert bf16_engine.describe() == "fast (bf16)"
+    bf16 = bf16_engine.prefill([Request(prompt, greedy())]).logits
+    assert float((bf16 - fp32).norm() / fp32.norm()) < 0.05  # bf16 keeps ~3 significant digits
+    r = alone(lm, prompt, n=8)
+    assert r.finish_reason in ("stop", "length") and r.error is None
+
+
+def test_one_request_fails_or_is_cancelled_alone(tiny_model_dir, monkeypatch):
+    """A fault in one request's sampling, a seed torch refuses, or a cancellation: that request leaves the batch;
+    its neighbours get exactly what they get alone."""
+    from tunesmith.infer import engine as engine_module
+
+    lm = load_for_inference(str(tiny_model_dir))
+    prompts = [lm.encode_chat([{"role": "user", "content": q}]) for q in ("Hi", "Hello there", "Tell me more", "X")]
+    expected = [alone(lm, p).completion_ids for p in prompts]
+
+    real_sample = engine_module.sample
+
+    def flaky(logits, params, *args, **kw):
+        if params.seed == 666:
+            raise RuntimeError("injected fault")
+        return real_sample(logits, params, *args, **kw)
+
+    monkeypatch.setattr(engine_module, "sample", flaky)
+    good = [Request(p, greedy()) for p in prompts]
+    faulty = Request(prompts[0], greedy(seed=666))
+    bad_seed = Request(prompts[1], greedy(seed=1 << 64))  # torch.Generator.manual_seed refuses it
+    doomed = Request(prompts[2], greedy())
+    batch = lm.engine.prefill([good[0], faulty, bad_seed, good[1], doomed, good[2], good[3]])
+    assert bad_seed.finish_reason == "error" and bad_seed not in batch.requests
+    lm.engine.step(batch)
+    doomed.cancelled = True
+    finished = lm.engine.step(batch)
+    assert doomed in finished and doomed.finish_reason == "cancelled" and doomed not in batch.requests
+    assert faulty.finish_reason == "error" and "injected" in str(faulty.error)
+    while batch.requests:
+        lm.engine.step(batch)
+    assert [r.completion_ids for r in good] == expected
+
+
+def test_presence_penalty_and_logprobs(tiny_model_dir):
+    lm = load_for_inference(str(tiny_model_dir))
+    prompt = lm.encode_chat([{"role": "user", "content": "again again again again"}])
+    plain = alone(lm, prompt, n=24)
+    assert len(set(plain.completion_ids)) < len(plain.completion_ids)  # the random model repeats itself
+    penalised = alone(lm, prompt, n=24, presence_penalty=2.0, frequency_penalty=2.0)
+    assert penalised.completion_ids != plain.completion_ids
+    repeats = lambda ids: len(ids) - len(set(ids))
+    assert repeats(penalised.completion_ids) < repeats(plain.completion_ids)
+
+    scored = alone(lm, prompt, n=6, logprobs=3)
+    assert scored.completion_ids == plain.completion_ids[:6]  # asking for log-probabilities changes nothing
+    assert len(scored.logprobs) == len(scored.completion_ids)
+    for entry, token in zip(scored.logprobs, scored.completion_ids):
+        assert entry.token == token and len(entry.top) == 3
+        assert entry.top[0][0] == token and entry.logprob == entry.top[0][1] <= 0  # greedy took the best one
+        assert [lp for _, lp in entry.top] == sorted((lp for _, lp in entry.top), reverse=True)

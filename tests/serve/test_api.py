@@ -1,9 +1,5 @@
 """A real `tunesmith serve` on a free port, driven with the official `openai` client (and raw HTTP for bad bodies)."""
 
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -11,41 +7,17 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import run_cli
+from tests.serve.conftest import KEY, free_port, start, stop
 
-KEY = "test-key"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(*args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "serve", *args, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        if proc.poll() is not None:
-            raise AssertionError(proc.stderr.read())
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.25)
-    proc.kill()
-    raise AssertionError("server did not start")
 
 
 @pytest.fixture(scope="module")
 def server(embedded_dir):
-    proc, base = start("--api-key", KEY)  # no model argument: the embedded default
+    proc, base = start(env={"TUNESMITH_API_KEY": KEY})  # no model argument: the embedded default
     yield base
-    proc.terminate()
-    proc.wait(30)
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +35,7 @@ def test_models_and_chat(client):
 
 
 def test_streaming_matches_non_streaming(client):
-    kwargs = dict(model="SmolLM2-135M-Instruct", messages=QUESTION, temperature=0, max_tokens=16)
+    kwargs = {"model": "SmolLM2-135M-Instruct", "messages": QUESTION, "temperature": 0, "max_tokens": 16}
     whole = client.chat.completions.create(**kwargs).choices[0].message.content
     chunks = list(client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -133,10 +105,68 @@ def test_several_adapters_on_one_base(tiny_model_dir, alpaca_file, tmp_path):
             r = c.chat.completions.create(model=name, messages=QUESTION, temperature=0, max_tokens=4)
             assert r.model == name and r.usage.completion_tokens >= 1
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc)
 
 
-def test_vllm_engine_refuses_cleanly_without_gpu():
+def test_vllm_engine_refuses_cleanly_and_is_not_advertised():
     result = run_cli("serve", "--engine", "vllm", "--port", str(free_port()))
-    assert result.returncode == 2 and "vLLM" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "vLLM" in result.stderr and "CUDA" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    help_text = run_cli("serve", "--help").stdout
+    assert "llamacpp" in help_text and "vllm" not in help_text.lower() and "--api-key-file" in help_text
+    assert "--api-key " not in help_text  # a key on the command line shows in `ps`: not advertised
+
+
+def test_keys_from_env_and_file_and_the_bind_rule(tiny_model_dir, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# team keys\nkey-one\n\nkey-two\n")
+    proc, base = start(str(tiny_model_dir), "--api-key-file", str(keys), env={"TUNESMITH_API_KEY": "key-env"})
+    try:
+        for key in ("key-one", "key-two", "key-env"):
+            assert OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0).models.list().data
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=f"{base}/v1", api_key="# team keys", max_retries=0).models.list()
+        assert httpx.get(f"{base}/health").status_code == 200  # health and metrics need no key
+        assert "tunesmith_responses_total" in httpx.get(f"{base}/metrics").text
+    finally:
+        stop(proc)
+    env_without_key = {"TUNESMITH_API_KEY": ""}
+    refused = run_cli("serve", str(tiny_model_dir), "--host", "0.0.0.0", "--port", str(free_port()),
+                      env=env_without_key)
+    assert refused.returncode == 2 and "--insecure" in refused.stderr and "Traceback" not in refused.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n# nothing\n")
+    result = run_cli("serve", "--api-key-file", str(empty), env=env_without_key)
+    assert result.returncode == 2 and "no key" in result.stderr
+
+
+def test_bind_rule_accepts_loopback_only():
+    from tunesmith.errors import ConfigError
+    from tunesmith.serve.server import check_bind
+
+    for host in ("127.0.0.1", "::1", "[::1]", "localhost", "127.0.0.2"):
+        check_bind(host, [], insecure=False)
+    for host in ("0.0.0.0", "::", "192.168.1.5", "example.com"):
+        with pytest.raises(ConfigError, match="without an API key"):
+            check_bind(host, [], insecure=False)
+        check_bind(host, ["k"], insecure=False)
+        check_bind(host, [], insecure=True)
+
+
+def test_engine_registry_and_auto_choice(monkeypatch):
+    import sys
+
+    from tunesmith.errors import ConfigError
+    from tunesmith.infer import engines, llamacpp
+
+    assert engines.listed() == ["transformers", "llamacpp"] and "vllm" in engines.ENGINES
+    gguf_engine = "llamacpp" if llamacpp.installed() else "transformers"
+    assert engines.pick("auto", ["model.Q8_0.gguf"]) == gguf_engine
+    assert engines.pick("auto", []) == "transformers"  # the embedded model: same answers as `tunesmith chat`
+    assert engines.pick("auto", ["runs/quickstart", "model.gguf"]) == "transformers"
+    with pytest.raises(ConfigError, match="unknown engine"):
+        engines.pick("tensorrt", [])
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if llama-cpp-python were not installed
+    assert engines.pick("auto", ["model.gguf"]) == "transformers"
+    with pytest.raises(ConfigError, match=r"pip install 'tunesmith\[llamacpp\]'"):
+        engines.load("llamacpp", ["model.gguf"], [])

@@ -1,21 +1,35 @@
-"""Batched text generation with the transformers model itself (no extra engine needed).
+"""Batched text generation with the transformers model's own weights (no extra engine needed).
 
-The engine decodes a running `Batch`: prompts are left-padded into one batch, one forward pass per new token serves
-every request, and each request keeps its own sampling settings, stop strings, seed and token budget. Finished
-requests leave the batch after any step and new ones can join it (`join`), which is what the server's continuous
-batching is made of (serve/batcher.py); `generate` runs one group to the end (chat). A decoding step on a CPU
-is mostly reading the weights, so eight requests in one step cost far less than eight steps.
+The engine decodes a running `Batch`: one forward pass per new token serves every request in it, and each request
+keeps its own sampling settings, penalties, stop strings, seed and token budget. Finished requests leave the batch
+after any step and new ones can join it (`join`), which is what the server's continuous batching is made of
+(serve/batcher.py); `generate` runs one group to the end (chat). A decoding step on a CPU is mostly reading the
+weights, so eight requests in one step cost far less than eight steps.
+
+The forward pass is a backend's: infer/llama_backend.py (a preallocated cache, optionally bf16 weights) for
+Llama-shaped models on a CPU, infer/hf_backend.py (transformers' own forward) for everything else.
+
+One request's fault is that request's alone: a seed that does not fit, a sampler that raises, a client callback that
+fails, a cancellation from its client - it leaves the batch with `finish_reason` "error" or "cancelled" and the
+others decode on. Only a failing forward pass (shared by all rows) ends every request of the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
-from tunesmith.infer import kv
+from tunesmith.infer import llama_backend
+from tunesmith.infer.hf_backend import HfBackend
+from tunesmith.infer.sampling import History, TokenLogprob, sample, token_logprob
+
+__all__ = ["Batch", "Engine", "Request", "SamplingParams", "sample"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,6 +41,9 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logprobs: int | None = None  # None: none; k: the chosen token's log-probability and the k best alternatives
 
 
 @dataclass
@@ -36,105 +53,174 @@ class Request:
     on_text: Callable[[str], None] | None = None  # receives text as it is decided (streaming)
     completion_ids: list[int] = field(default_factory=list)
     text: str = ""
-    finish_reason: str | None = None  # "stop" (EOS or stop string) or "length"
+    finish_reason: str | None = None  # "stop" (EOS or stop string), "length", "cancelled" or "error"
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    error: BaseException | None = None
+    cancelled: bool = False  # set from any thread; the request leaves the batch before the next step
     _sent: int = 0  # characters already handed to on_text
+
+    def fail(self, error: BaseException) -> None:
+        self.error, self.finish_reason = error, "error"
 
 
 @dataclass
 class Batch:
-    """Requests being decoded together: their KV cache, attention mask and the logits for their next token."""
+    """Requests being decoded together: the backend's cache state and the logits for their next token."""
 
     requests: list[Request]
-    cache: object
-    mask: torch.Tensor  # (B, T): 0 on left padding
-    positions: torch.Tensor  # (B, 1): position of each row's last token
+    state: object  # HfState or SlotCache, the backend's
     logits: torch.Tensor  # (B, V) float on CPU
-    seen: list[set[int]]
+    histories: list[History]
     generators: list[torch.Generator]
+
+    @property
+    def cache(self):
+        return getattr(self.state, "cache", self.state)
 
 
 class Engine:
-    def __init__(self, model, tokenizer, stop_token_ids: set[int]):
+    def __init__(self, model, tokenizer, stop_token_ids: set[int], dtype: str = "auto", backend=None):
+        """`model`: a transformers model; or None with a ready `backend` (llama.cpp: infer/llamacpp.py)."""
         self.model = model
         self.tokenizer = tokenizer
         self.stop_token_ids = stop_token_ids
-        self.device = next(model.parameters()).device
+        self.device = next(model.parameters()).device if model is not None else torch.device("cpu")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._backend = backend
+        self.dtype = dtype  # "auto", "fp32" or "bf16"; the fast path is built on first use
+
+    def use(self, dtype: str = "auto", fast: bool = True) -> Engine:
+        """Choose the decoding path: dtype "auto" (bf16 for large fp32 weights on a CPU with fast bf16), "fp32" or
+        "bf16"; fast=False forces transformers' own forward. (An engine built on a given backend keeps it.)"""
+        if self.model is not None:
+            self.dtype, self._backend = dtype, (None if fast else HfBackend(self.model, self.pad_id))
+        return self
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            if llama_backend.supports(self.model):
+                dtype = llama_backend.auto_dtype(self.model) if self.dtype == "auto" else self.dtype
+                self._backend = llama_backend.LlamaBackend(self.model, dtype)
+            else:
+                self._backend = HfBackend(self.model, self.pad_id)
+        return self._backend
+
+    def describe(self) -> str:
+        """e.g. "fast (bf16)": the decoding path and the dtype of its weights."""
+        backend = self.backend
+        dtype = getattr(backend, "dtype", None) or str(getattr(self.model, "dtype", "")).replace("torch.", "")
+        return f"{backend.name} ({dtype})"
 
     def generate(self, requests: list[Request]) -> None:
-        """Decode these requests together to the end."""
+        """Decode these requests together to the end; a request that failed re-raises its error here."""
         batch = self.prefill(requests)
         while batch.requests:
             self.step(batch)
+        for r in requests:
+            if r.error is not None:
+                raise r.error
 
-    @torch.no_grad()
     def prefill(self, requests: list[Request]) -> Batch:
-        from transformers import DynamicCache
+        return self.join(None, requests)
 
-        width = max(len(r.prompt_ids) for r in requests)
-        ids = torch.full((len(requests), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for i, r in enumerate(requests):  # left padding: every prompt ends at the same column
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=DynamicCache(),
-                         use_cache=True, logits_to_keep=1)
-        generators = [torch.Generator().manual_seed(r.params.seed if r.params.seed is not None
-                                                    else random.getrandbits(63)) for r in requests]
-        return Batch(list(requests), out.past_key_values, mask, positions[:, -1:], out.logits[:, -1].float().cpu(),
-                     [set(r.prompt_ids) for r in requests], generators)
+    def join(self, batch: Batch | None, requests: list[Request]) -> Batch:
+        """Add requests to a running batch (continuous batching). Requests that cannot start (a bad seed, a prompt
+        the model refuses) finish at once with an error; the others join."""
+        ready, generators = [], []
+        for r in requests:
+            try:
+                seed = r.params.seed if r.params.seed is not None else random.getrandbits(63)
+                generators.append(torch.Generator().manual_seed(seed))
+                ready.append(r)
+            except Exception as e:  # noqa: BLE001 - one request's problem
+                r.fail(e)
+        state, logits, ready, generators = self._prefill(ready, generators)
+        if state is None:
+            return batch if batch is not None else Batch([], None, torch.empty(0), [], [])
+        incoming = Batch(ready, state, logits, [History(set(r.prompt_ids)) for r in ready], generators)
+        if batch is None or not batch.requests:
+            return incoming
+        return Batch(batch.requests + incoming.requests, self.backend.merge(batch.state, incoming.state),
+                     torch.cat([batch.logits, incoming.logits]), batch.histories + incoming.histories,
+                     batch.generators + incoming.generators)
+
+    def _prefill(self, requests: list[Request], generators: list[torch.Generator]):
+        """Prefill together; if that fails, one by one, so only the request that breaks it fails."""
+        if not requests:
+            return None, None, [], []
+        try:
+            state, logits = self.backend.prefill([r.prompt_ids for r in requests])
+            return state, logits, requests, generators
+        except Exception as e:  # noqa: BLE001
+            if len(requests) == 1:
+                log.warning("prefill failed: %s", e)
+                requests[0].fail(e)
+                return None, None, [], []
+        state, logits, kept, kept_generators = None, [], [], []
+        for r, g in zip(requests, generators):
+            one, row_logits, _, _ = self._prefill([r], [g])
+            if one is None:
+                continue
+            state = one if state is None else self.backend.merge(state, one)
+            logits.append(row_logits)
+            kept.append(r)
+            kept_generators.append(g)
+        return state, (torch.cat(logits) if logits else None), kept, kept_generators
+
+    def can_join(self, batch: Batch | None) -> bool:
+        return batch is None or not batch.requests or self.backend.can_merge(batch.state)
 
     @torch.no_grad()
     def step(self, batch: Batch) -> list[Request]:
-        """Pick one token for every request; drop the finished ones; return them."""
+        """Pick one token for every request; drop the finished ones (done, failed or cancelled); return them."""
         tokens = []
         for i, r in enumerate(batch.requests):
-            token = sample(batch.logits[i], r.params, batch.seen[i], batch.generators[i])
-            batch.seen[i].add(token)
+            if r.cancelled:
+                r.finish_reason = "cancelled"
+                tokens.append(None)
+                continue
+            try:
+                row = batch.logits[i]
+                if r.params.logprobs is not None:
+                    raw = row.clone()
+                history = batch.histories[i]
+                token = sample(row, r.params, history.seen, batch.generators[i], history.counts)
+                history.add(token)
+                if r.params.logprobs is not None and token not in self.stop_token_ids:  # one per completion token
+                    r.logprobs.append(token_logprob(raw, token, r.params.logprobs))
+                self._advance(r, token)
+            except Exception as e:  # noqa: BLE001 - this request fails alone
+                log.warning("request failed while decoding: %s", e)
+                r.fail(e)
+                token = None
             tokens.append(token)
-            self._advance(r, token)
         keep = [i for i, r in enumerate(batch.requests) if r.finish_reason is None]
         finished = [r for r in batch.requests if r.finish_reason is not None]
         for r in finished:
-            self._flush(r, final=True)
+            if r.finish_reason in ("stop", "length"):
+                try:
+                    self._send(r, final=True)
+                except Exception as e:  # noqa: BLE001 - its client's callback failed: its own problem
+                    r.fail(e)
         if len(keep) < len(batch.requests):
-            if keep:
-                kv.select_rows(batch.cache, keep)
+            batch.state = self.backend.keep(batch.state, keep)  # even to none: llama.cpp sequences are given back
             batch.requests = [batch.requests[i] for i in keep]
-            batch.seen = [batch.seen[i] for i in keep]
+            batch.histories = [batch.histories[i] for i in keep]
             batch.generators = [batch.generators[i] for i in keep]
-            batch.mask, batch.positions = batch.mask[keep], batch.positions[keep]
-            tokens = [tokens[i] for i in keep]
-            padding = int((batch.mask.sum(0) == 0).cumprod(0).sum()) if keep else 0
-            if padding and kv.can_merge(batch.cache):  # the rows that needed those columns are gone
-                batch.cache, batch.mask = kv.drop_left(batch.cache, padding), batch.mask[:, padding:]
         if not keep:
             return finished
-        step = torch.tensor(tokens, device=self.device).unsqueeze(1)
-        batch.mask = torch.cat([batch.mask, torch.ones_like(step)], dim=1)
-        batch.positions = batch.positions + 1
-        out = self.model(input_ids=step, attention_mask=batch.mask, position_ids=batch.positions,
-                         past_key_values=batch.cache, use_cache=True)
-        batch.cache, batch.logits = out.past_key_values, out.logits[:, -1].float().cpu()
+        try:
+            batch.logits = self.backend.decode(batch.state, [tokens[i] for i in keep])
+        except Exception as e:
+            log.exception("decoding step failed")
+            for r in batch.requests:
+                r.fail(e)
+            with contextlib.suppress(Exception):  # the state may be broken too; the batch is dropped anyway
+                batch.state = self.backend.keep(batch.state, [])
+            finished += batch.requests
+            batch.requests, batch.histories, batch.generators = [], [], []
         return finished
-
-    def join(self, batch: Batch | None, requests: list[Request]) -> Batch:
-        """Add requests to a running batch (continuous batching): prefill them, then merge the two caches."""
-        incoming = self.prefill(requests)
-        if batch is None or not batch.requests:
-            return incoming
-        a, b = batch.mask.shape[1], incoming.mask.shape[1]
-        width = max(a, b)
-        pad = lambda m, w: torch.nn.functional.pad(m, (width - w, 0))  # noqa: E731
-        return Batch(batch.requests + incoming.requests, kv.merge(batch.cache, incoming.cache, a, b),
-                     torch.cat([pad(batch.mask, a), pad(incoming.mask, b)]),
-                     torch.cat([batch.positions, incoming.positions]), torch.cat([batch.logits, incoming.logits]),
-                     batch.seen + incoming.seen, batch.generators + incoming.generators)
-
-    def can_join(self, batch: Batch | None) -> bool:
-        return batch is None or not batch.requests or kv.can_merge(batch.cache)
 
     def _advance(self, r: Request, token: int) -> None:
         if token in self.stop_token_ids:
@@ -146,12 +232,13 @@ class Engine:
             at = r.text.find(stop)
             if stop and at >= 0:
                 r.text, r.finish_reason = r.text[:at], "stop"
-        if r.finish_reason is None and len(r.completion_ids) >= r.params.max_new_tokens:
+        full = len(r.prompt_ids) + len(r.completion_ids) >= (getattr(self.backend, "limit", None) or 1 << 62)
+        if r.finish_reason is None and (len(r.completion_ids) >= r.params.max_new_tokens or full):
             r.finish_reason = "length"
         if r.finish_reason is None:
-            self._flush(r, final=False)
+            self._send(r, final=False)
 
-    def _flush(self, r: Request, final: bool) -> None:
+    def _send(self, r: Request, final: bool) -> None:
         """Send the text that can no longer change: not a half-decoded character, not a possible stop prefix."""
         ready = len(r.text)
         if not final:
@@ -165,23 +252,3 @@ class Engine:
         if r.on_text is not None and ready > r._sent:
             r.on_text(r.text[r._sent:ready])
             r._sent = ready
-
-
-def sample(logits: torch.Tensor, p: SamplingParams, seen: set[int], generator: torch.Generator) -> int:
-    if p.repetition_penalty != 1.0 and seen:
-        index = torch.tensor(sorted(seen))
-        picked = logits[index]
-        logits[index] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
-    if p.temperature <= 0:
-        return int(logits.argmax())
-    logits = logits / p.temperature
-    if p.top_k > 0:
-        kth = torch.topk(logits, min(p.top_k, logits.numel())).values[-1]
-        logits[logits < kth] = float("-inf")
-    probs = torch.softmax(logits, dim=-1)
-    if p.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        drop = sorted_probs.cumsum(0) - sorted_probs > p.top_p  # keep the smallest set reaching top_p
-        sorted_probs[drop] = 0
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))

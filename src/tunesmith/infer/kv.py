@@ -44,3 +44,65 @@ def drop_left(cache, columns: int):
     for i, layer in enumerate(cache.layers):
         trimmed.update(layer.keys[:, :, columns:].contiguous(), layer.values[:, :, columns:].contiguous(), i)
     return trimmed
+
+
+class SlotCache:
+    """A preallocated KV cache for the fast decoding path (infer/llama_backend.py): one row per request, each row
+    filled from position 0 to its own length, so requests of any prompt length sit side by side without padding.
+
+    Keys and values live in one tensor each, (layers, rows, kv_heads, capacity, head_dim), written in place every
+    step. Capacity grows by doubling (a copy now and then instead of a concatenation per layer per token, as a
+    `DynamicCache` does); a leaving row is filled by the last row, so rows 0..n-1 stay a plain slice.
+    """
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, dtype: torch.dtype, device, limit: int,
+                 rows: int = 1, capacity: int = 256):
+        self.shape = (layers, kv_heads, head_dim)
+        self.limit = limit  # the model's context length: the cache never needs more
+        capacity = min(capacity, limit)
+        self.keys = torch.zeros(layers, rows, kv_heads, capacity, head_dim, dtype=dtype, device=device)
+        self.values = torch.zeros_like(self.keys)
+        self.lengths: list[int] = []
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+    def reserve(self, rows: int, length: int) -> None:
+        """Make room for `rows` rows of up to `length` positions."""
+        have_rows, have_len = self.keys.shape[1], self.keys.shape[3]
+        if rows <= have_rows and length <= have_len:
+            return
+        new_rows = max(rows, have_rows * 2 if rows > have_rows else have_rows)
+        new_len = min(self.limit, max(length, have_len * 2 if length > have_len else have_len))
+        layers, kv_heads, head_dim = self.shape
+        grown = []
+        for old in (self.keys, self.values):
+            new = old.new_zeros(layers, new_rows, kv_heads, new_len, head_dim)
+            new[:, :have_rows, :, :have_len] = old
+            grown.append(new)
+        self.keys, self.values = grown
+
+    def add_row(self, length: int) -> int:
+        self.reserve(self.rows + 1, length)
+        self.lengths.append(0)
+        return self.rows - 1
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only `rows` (in this order), packed to the front."""
+        if rows == list(range(len(rows))):
+            self.lengths = self.lengths[:len(rows)]
+            return
+        index = torch.tensor(rows, device=self.keys.device)
+        longest = max((self.lengths[r] for r in rows), default=0)
+        self.keys[:, :len(rows), :, :longest] = self.keys[:, index, :, :longest]
+        self.values[:, :len(rows), :, :longest] = self.values[:, index, :, :longest]
+        self.lengths = [self.lengths[r] for r in rows]
+
+    def append(self, other: SlotCache) -> None:
+        """Take `other`'s rows after this cache's own."""
+        start, longest = self.rows, max(other.lengths, default=0)
+        self.reserve(start + other.rows, max([longest, *self.lengths]))
+        self.keys[:, start:start + other.rows, :, :longest] = other.keys[:, :other.rows, :, :longest]
+        self.values[:, start:start + other.rows, :, :longest] = other.values[:, :other.rows, :, :longest]
+        self.lengths += other.lengths

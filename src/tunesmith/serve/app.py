@@ -1,44 +1,64 @@
-"""The OpenAI-compatible HTTP API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions.
+"""The OpenAI-compatible HTTP API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions; GET /health and
+GET /metrics (Prometheus text) without a key.
 
-Client mistakes get OpenAI-style error JSON with a 4xx status (400 bad body, 401 key, 404 model), never a 500.
-Streaming responses are server-sent events ending with `data: [DONE]`.
+Client mistakes get OpenAI-style error JSON with a 4xx status (400 bad body or parameter, 401 key, 404 model,
+408 slow body, 413 large body, 429 full queue with Retry-After); server faults a 500 of type `server_error`.
+Parsing, validation and tokenization run on worker threads, so a large body never stalls the event loop. Every
+request is cancelled when its client disconnects or times out, or when its handler fails (see responses.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import FastAPI, Request as HttpRequest
+from fastapi import FastAPI
+from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tunesmith.infer.engine import Request, SamplingParams
-from tunesmith.infer.loading import LoadedModel
-from tunesmith.serve.batcher import Batcher
+from tunesmith.infer.engine import Request
+from tunesmith.serve import params as request_params
+from tunesmith.serve.batcher import Batcher, QueueFull
+from tunesmith.serve.errors import ApiError, error_body
+from tunesmith.serve.guard import Guard
+from tunesmith.serve.metrics import Metrics
+from tunesmith.serve.responses import Answer, EventStream, wait_for_disconnect
+
+MAX_JSON_DEPTH = 32  # a chat request needs 5 levels; deeper is an attack or a bug
+CLIENT_GONE = 499  # nginx's status for "the client closed the request": nobody reads it, /metrics counts it
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
+@dataclasses.dataclass
+class Limits:
+    max_batch: int = 16
+    max_queue: int = 256  # choices waiting to start; more get 429
+    request_timeout_s: float = 600.0  # from arrival to the last token, queue included
+    max_body_bytes: int = 2 << 20
+    body_timeout_s: float = 30.0  # the whole body must arrive within this
 
 
-def error_body(message: str, code: str, param: str | None = None, kind: str = "invalid_request_error") -> dict:
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
-
-
-def create_app(models: dict[str, LoadedModel], api_key: str | None = None, max_batch: int = 16) -> FastAPI:
-    app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None)
-    batcher = Batcher(models, max_batch)
+def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Limits | None = None):
+    """The ASGI app: `Guard` (keys, body limits, status counts) around the FastAPI routes."""
+    limits = limits or Limits()
+    keys = [api_keys] if isinstance(api_keys, str) else list(api_keys or [])
+    metrics = Metrics()
+    batcher = Batcher(models, limits.max_batch, limits.max_queue, metrics)
+    cpu = ThreadPoolExecutor(2, thread_name_prefix="tunesmith-cpu")  # JSON, templates, tokenizers
+    app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.batcher, app.state.metrics = batcher, metrics
     created = int(time.time())
 
     @app.exception_handler(ApiError)
     async def _api_error(_, e: ApiError):
-        return JSONResponse(error_body(e.message, e.code, e.param), status_code=e.status)
+        return JSONResponse(error_body(e.message, e.code, e.param, e.status), status_code=e.status,
+                            headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_, e: RequestValidationError):
@@ -46,176 +66,140 @@ def create_app(models: dict[str, LoadedModel], api_key: str | None = None, max_b
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, e: StarletteHTTPException):
-        return JSONResponse(error_body(str(e.detail), "not_found" if e.status_code == 404 else "http_error"),
-                            status_code=e.status_code)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        return JSONResponse(error_body(str(e.detail), code, status=e.status_code), status_code=e.status_code)
 
-    @app.middleware("http")
-    async def _auth(request: HttpRequest, call_next):
-        if api_key and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return JSONResponse(error_body("Incorrect API key provided.", "invalid_api_key"), status_code=401)
-        return await call_next(request)
+    @app.exception_handler(Exception)
+    async def _crash(_, e: Exception):
+        return JSONResponse(error_body("The server failed on this request.", "server_error", status=500),
+                            status_code=500)
 
     @app.get("/v1/models")
     async def list_models():
         return {"object": "list", "data": [{"id": name, "object": "model", "created": created,
                                             "owned_by": "tunesmith"} for name in models]}
 
+    # decoding paths, e.g. "fast (bf16)": without model names, which only key holders may list
+    paths = ", ".join(sorted({m.engine.describe() for m in models.values()}))
+
     @app.get("/health")
     async def health():
-        return {"status": "ok"}
+        return {**metrics.health(), "engines": paths}
 
-    async def body_of(request: HttpRequest) -> dict[str, Any]:
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(metrics.prometheus(), media_type="text/plain; version=0.0.4")
+
+    def prepare(raw: bytes, kind: str):
+        """On a worker thread: the validated request, its model and its prompt tokens."""
+        completion = request_params.parse(parse_json(raw), kind)
+        name, loaded = model_of(models, completion.model)
         try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "The request body is not valid JSON.", "invalid_json") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "The request body must be a JSON object.", "invalid_json")
-        return body
+            ids = (loaded.encode_chat(completion.messages) if kind == "chat" else loaded.encode_text(completion.prompt))
+        except (ValueError, TypeError, LookupError) as e:  # jinja2's TemplateError is a plain Exception subclass
+            raise ApiError(400, f"The model's chat template refused these messages: {e}", "invalid_messages",
+                           "messages") from None
+        except Exception as e:
+            if type(e).__module__.startswith("jinja2"):
+                raise ApiError(400, f"The model's chat template refused these messages: {e}", "invalid_messages",
+                               "messages") from None
+            raise
+        return name, loaded, completion, ids
 
-    def model_of(body: dict) -> LoadedModel:
-        name = body.get("model")
-        if name is None and len(models) == 1:
-            return next(iter(models.values()))
-        if name not in models:
-            raise ApiError(404, f"The model '{name}' does not exist; GET /v1/models lists the served models.",
-                           "model_not_found", "model")
-        return models[name]
+    async def complete(http: HttpRequest, kind: str):
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        name, loaded, completion, ids = await loop.run_in_executor(cpu, prepare, await http.body(), kind)
+        requests = choices(completion, loaded, ids)
+        try:
+            job = batcher.submit(name, requests, completion.stream)
+        except QueueFull as e:
+            raise ApiError(429, "The server is busy: its queue is full. Retry after a moment.", "queue_full",
+                           headers={"Retry-After": str(e.retry_after)}) from None
+        answer = Answer(kind, f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}", name,
+                        loaded.tokenizer, job)
+        deadline = started + limits.request_timeout_s
 
-    def build_request(body: dict, model: LoadedModel, prompt_ids: list[int]) -> Request:
-        params = sampling_params(body)
-        room = model.context_length - len(prompt_ids)
-        if room <= 0:
-            raise ApiError(400, f"This model's maximum context length is {model.context_length} tokens; the prompt "
-                           f"has {len(prompt_ids)}. Shorten the prompt.", "context_length_exceeded", "messages")
-        params.max_new_tokens = min(params.max_new_tokens, room)
-        return Request(prompt_ids, params)
+        def finish(reason: str) -> None:
+            batcher.cancel(job, reason)  # does nothing to a job that finished
+            metrics.request_took(time.monotonic() - started)
 
-    async def run(model: LoadedModel, request: Request, body: dict, kind: str):
-        stream = bool(body.get("stream", False))
-        job = await batcher.submit(model.name, request, stream)
-        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}"
-        if not stream:
-            await job.done
+        if completion.stream:
+            return EventStream(answer, completion.include_usage, deadline, finish, metrics)
+        gone = asyncio.ensure_future(wait_for_disconnect(http.receive))
+        reason = "handler"
+        try:
+            done, _ = await asyncio.wait({job.done, gone}, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if job.done not in done:
+                reason = "disconnect" if gone in done else "timeout"
+                if reason == "disconnect":
+                    return Response(status_code=CLIENT_GONE)
+                raise ApiError(504, f"The request took longer than this server allows "
+                               f"({limits.request_timeout_s:g} s).", "timeout")
+            reason = "done"
             if job.error is not None:
-                raise ApiError(500, f"generation failed: {job.error}", "server_error")
-            return completion_body(kind, rid, model.name, request)
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(stream_events(kind, rid, model.name, job, usage), media_type="text/event-stream")
+                raise ApiError(500, "Generation failed on the server.", "server_error")
+            return JSONResponse(await loop.run_in_executor(cpu, answer.body))
+        finally:
+            gone.cancel()
+            finish(reason)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: HttpRequest):
-        body = await body_of(request)
-        model = model_of(body)
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise ApiError(400, "'messages' must be a non-empty list of {role, content}.", "invalid_messages",
-                           "messages")
-        clean = []
-        for m in messages:
-            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer"):
-                raise ApiError(400, f"Invalid message {m!r}: role must be system, user or assistant.",
-                               "invalid_messages", "messages")
-            clean.append({"role": "system" if m["role"] == "developer" else m["role"],
-                          "content": content_text(m.get("content"))})
-        ids = model.encode_chat(clean)
-        return await run(model, build_request(body, model, ids), body, "chat")
+    async def chat_completions(http: HttpRequest):
+        return await complete(http, "chat")
 
     @app.post("/v1/completions")
-    async def completions(request: HttpRequest):
-        body = await body_of(request)
-        model = model_of(body)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1:
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise ApiError(400, "'prompt' must be a string.", "invalid_prompt", "prompt")
-        ids = model.encode_text(prompt)
-        return await run(model, build_request(body, model, ids), body, "text")
+    async def completions(http: HttpRequest):
+        return await complete(http, "text")
 
-    return app
+    return Guard(app, keys, metrics, limits.max_body_bytes, limits.body_timeout_s)
 
 
-def content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    if content is None:
-        return ""
-    raise ApiError(400, "Message content must be a string or a list of text parts.", "invalid_messages", "messages")
+def parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, f"The request body is nested too deeply (at most {MAX_JSON_DEPTH} levels).",
+                       "invalid_json") from None
+    except (ValueError, UnicodeDecodeError):  # ValueError covers JSONDecodeError and integers of 4300+ digits
+        raise ApiError(400, "The request body is not valid JSON.", "invalid_json") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.", "invalid_json")
+    stack = [(body, 1)]
+    while stack:  # iterative, so that checking the depth cannot itself overflow the stack
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(400, f"The request body is nested too deeply (at most {MAX_JSON_DEPTH} levels).",
+                           "invalid_json")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return body
 
 
-def sampling_params(body: dict) -> SamplingParams:
-    def number(key: str, default, low: float, high: float, cast=float):
-        value = body.get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ApiError(400, f"'{key}' must be a number in [{low}, {high}].", "invalid_value", key)
-        return cast(value)
-
-    if (body.get("n") or 1) != 1:
-        raise ApiError(400, "Only n=1 is supported.", "invalid_value", "n")
-    stop = body.get("stop") or []
-    stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 4:
-        raise ApiError(400, "'stop' must be a string or a list of up to 4 strings.", "invalid_value", "stop")
-    budget_key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise ApiError(400, "'seed' must be an integer.", "invalid_value", "seed")
-    return SamplingParams(
-        max_new_tokens=number(budget_key, 256, 1, 1 << 20, int),
-        temperature=number("temperature", 1.0, 0.0, 2.0),
-        top_p=number("top_p", 1.0, 0.0, 1.0),
-        stop=stop, seed=seed,
-    )
+def model_of(models: dict, name: str | None):
+    """(served name, model)."""
+    if name is None:
+        if len(models) == 1:
+            return next(iter(models.items()))
+        raise ApiError(400, f"'model' is required: this server serves {', '.join(models)}.", "missing_model", "model")
+    if name not in models:
+        raise ApiError(404, f"The model '{name}' does not exist; GET /v1/models lists the served models.",
+                       "model_not_found", "model")
+    return name, models[name]
 
 
-def _usage(request: Request) -> dict:
-    prompt, completion = len(request.prompt_ids), len(request.completion_ids)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def completion_body(kind: str, rid: str, model: str, request: Request) -> dict:
-    if kind == "chat":
-        choice = {"index": 0, "message": {"role": "assistant", "content": request.text},
-                  "finish_reason": request.finish_reason, "logprobs": None}
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": request.text, "finish_reason": request.finish_reason, "logprobs": None}
-        obj = "text_completion"
-    return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "choices": [choice],
-            "usage": _usage(request)}
-
-
-async def stream_events(kind: str, rid: str, model: str, job, include_usage: bool):
-    obj = "chat.completion.chunk" if kind == "chat" else "text_completion"
-    created = int(time.time())
-
-    def event(choices: list, **extra) -> str:
-        return "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": model,
-                                      "choices": choices, **extra}, ensure_ascii=False) + "\n\n"
-
-    def choice(text: str | None, finish: str | None, first: bool = False) -> dict:
-        if kind == "chat":
-            delta = ({"role": "assistant", "content": ""} if first else {}) | ({"content": text} if text else {})
-            return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-
-    if kind == "chat":
-        yield event([choice(None, None, first=True)])
-    while (text := await job.chunks.get()) is not None:
-        yield event([choice(text, None)])
-    await job.done
-    if job.error is not None:
-        yield "data: " + json.dumps(error_body(f"generation failed: {job.error}", "server_error",
-                                               kind="server_error")) + "\n\n"
-    else:
-        yield event([choice(None, job.request.finish_reason)])
-        if include_usage:
-            yield event([], usage=_usage(job.request))
-    yield "data: [DONE]\n\n"
+def choices(completion, loaded, ids: list[int]) -> list[Request]:
+    """One engine request per choice (n); choice i of a seeded request draws with seed + i."""
+    room = loaded.context_length - len(ids)
+    if room <= 0:
+        raise ApiError(400, f"This model's maximum context length is {loaded.context_length} tokens; the prompt has "
+                       f"{len(ids)}. Shorten the prompt.", "context_length_exceeded", "messages")
+    requests = []
+    for i in range(completion.n):
+        params = dataclasses.replace(completion.params, stop=list(completion.params.stop),
+                                     max_new_tokens=min(completion.params.max_new_tokens, room))
+        if params.seed is not None and i:
+            params.seed = (params.seed + i + (1 << 63)) % (1 << 64) - (1 << 63)  # stays a signed 64-bit seed
+        requests.append(Request(list(ids), params))
+    return requests

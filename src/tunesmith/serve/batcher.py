@@ -1,9 +1,13 @@
-"""Continuous batching: requests that arrive together are decoded together, and new ones join a running batch.
+"""Continuous batching over every served model, fair between them, with cancellation and a bounded queue.
 
-One worker thread owns the model(s) and loops: take the requests waiting for the model being decoded (up to
-`max_batch` in flight), prefill them and merge them into the running batch, then decode one token for every request
-in it; a finished request leaves at once and its client is answered. Requests for another served model wait until
-the running batch drains. The asyncio side gets text through thread-safe callbacks only.
+One worker thread owns the model(s) and loops: admit waiting jobs into their model's batch (up to `max_batch` rows
+per model), then advance every model's running batch by one token, taking turns. So requests for two models (or two
+adapters on one base) both progress under load, each at its share of the machine, instead of one waiting for the
+other's batch to drain. A job is one client request; its `n` choices are rows of the batch.
+
+A cancelled job (its client disconnected, timed out, or its handler failed) leaves the queue at once, or the batch
+at the next step: the engine drops rows whose request is marked cancelled before it computes anything for them.
+The asyncio side hears from this thread through `loop.call_soon_threadsafe` only.
 """
 
 from __future__ import annotations
@@ -15,83 +19,177 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from tunesmith.infer.engine import Request
-from tunesmith.infer.loading import LoadedModel
+from tunesmith.serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after: int):
+        super().__init__("the queue is full")
+        self.retry_after = retry_after
 
 
 @dataclass
 class Job:
     model: str
-    request: Request
+    requests: list[Request]  # one per choice (n)
     loop: asyncio.AbstractEventLoop
     done: asyncio.Future
-    chunks: asyncio.Queue | None = None  # streaming: text pieces, then None
-    error: BaseException | None = field(default=None)
+    events: asyncio.Queue | None = None  # streaming: (choice, text, logprobs count) as text is decided; then None
+    cancelled: str | None = None  # why: "disconnect", "timeout", "handler"
+    pending: int = field(init=False)
+
+    def __post_init__(self):
+        self.pending = len(self.requests)
+
+    @property
+    def error(self) -> BaseException | None:
+        return next((r.error for r in self.requests if r.error is not None), None)
 
 
 class Batcher:
-    def __init__(self, models: dict[str, LoadedModel], max_batch: int = 16):
+    def __init__(self, models: dict, max_batch: int = 16, max_queue: int = 256, metrics: Metrics | None = None):
         self.models = models
         self.max_batch = max_batch
-        self.waiting: deque[Job] = deque()
+        self.max_queue = max_queue
+        self.metrics = metrics or Metrics()
+        self.waiting: dict[str, deque[Job]] = {name: deque() for name in models}
+        self.batches: dict[str, object] = {}  # model name -> its running engine Batch
+        self.rows: dict[int, Job] = {}  # id(request) -> its job, for every admitted request
+        self.turn = 0  # which model is first in line next time (round robin)
         self.wakeup = threading.Condition()
         self.thread = threading.Thread(target=self._run, name="tunesmith-batcher", daemon=True)
         self.thread.start()
 
-    async def submit(self, model: str, request: Request, stream: bool) -> Job:
+    # ---- the asyncio side -------------------------------------------------------------------------------------
+
+    def submit(self, model: str, requests: list[Request], stream: bool) -> Job:
         loop = asyncio.get_running_loop()
-        job = Job(model, request, loop, loop.create_future(), asyncio.Queue() if stream else None)
+        job = Job(model, requests, loop, loop.create_future(), asyncio.Queue() if stream else None)
         if stream:
-            request.on_text = lambda text: loop.call_soon_threadsafe(job.chunks.put_nowait, text)
+            for index, r in enumerate(requests):
+                # (choice, new text, how many log-probabilities cover the text so far), read on the worker thread
+                r.on_text = lambda text, i=index, r=r: loop.call_soon_threadsafe(
+                    job.events.put_nowait, (i, text, len(r.logprobs)))
         with self.wakeup:
-            self.waiting.append(job)
+            queued = self._queued()
+            if queued and queued + len(requests) > self.max_queue:  # (alone in the queue, any n may wait)
+                raise QueueFull(self.metrics.retry_after(queued, self.max_batch))
+            self.waiting[model].append(job)
+            self.metrics.queued(len(requests))
             self.wakeup.notify()
         return job
 
-    def _take(self, model: str | None, room: int, block: bool) -> list[Job]:
-        """Waiting jobs for `model` (or, when nothing runs, for the oldest job's model), at most `room`."""
+    def cancel(self, job: Job, reason: str) -> None:
+        """Stop a job that is not finished: out of the queue now, out of the batch before its next step."""
+        if job.done.done() or job.cancelled:
+            return
+        job.cancelled = reason
         with self.wakeup:
-            while block and not self.waiting:
-                self.wakeup.wait()
-            if not self.waiting or room <= 0:
-                return []
-            model = model or self.waiting[0].model
-            taken = [job for job in self.waiting if job.model == model][:room]
-            for job in taken:
-                self.waiting.remove(job)
-            return taken
+            if job in self.waiting[job.model]:
+                self.waiting[job.model].remove(job)
+                self.metrics.queued(-len(job.requests))
+                for r in job.requests:
+                    r.cancelled, r.finish_reason = True, "cancelled"
+                self.metrics.cancelled(reason, len(job.requests))
+                self._settle(job)
+                return
+            for r in job.requests:
+                r.cancelled = True  # the engine reads this before each step
+
+    # ---- the worker thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        batch, model, jobs = None, None, {}
         while True:
-            running = bool(batch and batch.requests)
-            loaded = self.models[model] if running else None
-            can_join = not running or loaded.engine.can_join(batch)
-            new = self._take(model if running else None, self.max_batch - len(jobs) if can_join else 0,
-                             block=not running)
-            try:
-                if new:
-                    model = new[0].model
-                    loaded = self.models[model]
-                    loaded.activate()
-                    jobs.update({id(job.request): job for job in new})
-                    batch = loaded.engine.join(batch if running else None, [job.request for job in new])
-                for request in loaded.engine.step(batch):
-                    self._done(jobs.pop(id(request)), None)
-            except Exception as e:  # tell the waiting clients instead of killing the worker
-                log.exception("generation failed")
-                for job in jobs.values():
-                    self._done(job, e)
-                batch, jobs = None, {}
+            with self.wakeup:
+                while not self.batches and not any(self.waiting.values()):
+                    self.wakeup.wait()
+                admitted = self._admit()
+            for name, jobs in admitted.items():
+                self._join(name, jobs)
+            for name in list(self.batches):
+                self._step(name)
 
-    def _done(self, job: Job, error: BaseException | None) -> None:
-        job.loop.call_soon_threadsafe(self._finish, job, error)
+    def _admit(self) -> dict[str, list[Job]]:
+        """Waiting jobs to start now (called with the lock held). Each model has its own batch of up to `max_batch`
+        rows, so a flood for one model never holds the others' requests in the queue."""
+        names = list(self.models)
+        names = names[self.turn % len(names):] + names[:self.turn % len(names)]
+        self.turn += 1
+        taken: dict[str, list[Job]] = {}
+        for name in names:
+            queue, batch = self.waiting[name], self.batches.get(name)
+            if not queue or (batch is not None and not self.models[name].engine.can_join(batch)):
+                continue
+            running = len(batch.requests) if batch is not None else 0
+            while queue and (not running or running + len(queue[0].requests) <= self.max_batch):
+                job = queue.popleft()
+                self.metrics.queued(-len(job.requests))
+                taken.setdefault(name, []).append(job)
+                running += len(job.requests)
+        return taken
+
+    def _join(self, name: str, jobs: list[Job]) -> None:
+        loaded = self.models[name]
+        requests = [r for job in jobs for r in job.requests]
+        for job in jobs:
+            for r in job.requests:
+                self.rows[id(r)] = job
+        self.metrics.running(len(requests))
+        try:
+            loaded.activate()
+            batch = loaded.engine.join(self.batches.get(name), requests)
+        except Exception as e:
+            log.exception("could not start requests")
+            for r in requests:
+                if r.finish_reason is None:
+                    r.fail(e)
+            self._finished(requests)
+            return
+        self._finished([r for r in requests if r.finish_reason is not None])  # failed at the start
+        if batch.requests:
+            self.batches[name] = batch
+        else:
+            self.batches.pop(name, None)
+
+    def _step(self, name: str) -> None:
+        loaded, batch = self.models[name], self.batches[name]
+        rows = list(batch.requests)
+        before = sum(len(r.completion_ids) for r in rows)
+        try:
+            loaded.activate()
+            finished = loaded.engine.step(batch)
+        except Exception as e:
+            log.exception("decoding step failed")
+            for r in batch.requests:
+                r.fail(e)
+            finished, batch.requests = list(batch.requests), []
+        self.metrics.tokens(sum(len(r.completion_ids) for r in rows) - before)
+        self._finished(finished)
+        if not batch.requests:
+            del self.batches[name]
+
+    def _finished(self, requests: list[Request]) -> None:
+        for r in requests:
+            job = self.rows.pop(id(r), None)
+            if job is None:
+                continue
+            self.metrics.running(-1)
+            if r.finish_reason == "cancelled":
+                self.metrics.cancelled(job.cancelled or "disconnect", 1)
+            job.pending -= 1
+            if job.pending == 0:
+                job.loop.call_soon_threadsafe(self._settle, job)
 
     @staticmethod
-    def _finish(job: Job, error: BaseException | None) -> None:
-        job.error = error
-        if job.chunks is not None:
-            job.chunks.put_nowait(None)
+    def _settle(job: Job) -> None:
+        """On the event loop: wake whoever waits for this job."""
+        if job.events is not None:
+            job.events.put_nowait(None)
         if not job.done.done():
-            job.done.set_result(job.request)
+            job.done.set_result(job)
+
+    def _queued(self) -> int:
+        """Choices waiting to start (called with the lock held)."""
+        return sum(len(waiting.requests) for queue in self.waiting.values() for waiting in queue)
