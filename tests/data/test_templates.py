@@ -82,3 +82,106 @@ def test_unknown_template(tokenizer):
     with pytest.raises(ConfigError, match="template='vicuna' is not known"):
         get_template("vicuna", tokenizer)
     assert load_config(None, ["dataset=x", "template=alpaca"]).template == "alpaca"
+
+
+# --- named templates and the families' own templates -------------------------------------------------------------
+
+from tests.families.families import FAMILIES, family_tokenizer
+from tunesmith.data.templates import FORMATS, recognize
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hours?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hours?"}],
+    [{"role": "user", "content": "Hours?"}, {"role": "assistant", "content": "8 to 9."},
+     {"role": "user", "content": "주말에도?"}, {"role": "assistant", "content": "네."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hours?"},
+     {"role": "assistant", "content": "8 to 9."}, {"role": "user", "content": "주말에도?"}],
+]
+RECOGNISED_AS = {"llama3": "llama3", "qwen25": "chatml", "qwen3": "qwen3", "mistral": "mistral", "gemma2": "gemma",
+                 "gemma3": "gemma", "phi3": "phi3", "smollm2": "chatml"}
+CHAT_FAMILIES = [f for f in FAMILIES if not f.no_template]
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_each_named_template_renders_its_description_and_is_recognised(name, tokenizer):
+    """One ChatFormat is the whole template: its Jinja renders exactly its description, with and without an opened
+    answer, and recognition maps the Jinja back to it (no two named templates render alike)."""
+    template = get_template(name, tokenizer)
+    for conversation in CONVERSATIONS:
+        for opening in (True, False):
+            assert template.render(tokenizer, conversation, opening) == template.format.render(conversation, opening)
+    assert recognize(tokenizer, template.chat_template).name == name
+
+
+@pytest.mark.parametrize("family", CHAT_FAMILIES, ids=[f.slug for f in CHAT_FAMILIES])
+def test_each_familys_own_template_is_recognised_and_answers_end_with_its_end_of_turn(family, embedded_dir):
+    tokenizer = family_tokenizer(embedded_dir, family)
+    assert recognize(tokenizer).name == RECOGNISED_AS[family.slug]
+    template = get_template("auto", tokenizer)
+    assert template.stop == family.end_of_turn and template.chat_template == family_tokenizer(
+        embedded_dir, family).chat_template
+    refuses_system = family.slug in ("gemma2", "mistral")  # see test_templates_that_cannot_carry_a_system_prompt
+    conv = Conversation(CONVERSATIONS[2], system=None if refuses_system else "Be brief.")
+    ex = encode_conversation(conv, template, tokenizer, cutoff_len=1024)
+    thinks = "<think>\n\n</think>\n\n" if family.slug == "qwen3" else ""  # the last answer's, trained with it
+    assert [tokenizer.decode(s) for s in answer_spans(ex)] == [f"8 to 9.{family.end_of_turn}",
+                                                               f"{thinks}네.{family.end_of_turn}"]
+    # The last answer follows exactly the prompt chat sends for that turn (Qwen3 and Phi-3 rewrite earlier turns).
+    messages = ([{"role": "system", "content": conv.system}] if conv.system else []) + conv.messages
+    prompt = template.render(tokenizer, messages[:-1], add_generation_prompt=True)
+    answer_at = max(i for i, label in enumerate(ex.labels) if label != IGNORE and ex.labels[i - 1] == IGNORE)
+    assert tokenizer.decode(ex.input_ids[:answer_at]) == prompt
+
+
+@pytest.mark.parametrize("slug, error, named, start", [
+    ("gemma2", "System role not supported.*template=gemma", "gemma",
+     "<bos><start_of_turn>user\nYou are a support bot.\n\nWhat"),
+    ("mistral", "drops the system prompt.*mistral", "mistral", "<s>[INST]What are the support hours?[/INST]8 AM")])
+def test_templates_that_cannot_carry_a_system_prompt(slug, error, named, start, embedded_dir):
+    """Gemma 2's template refuses a system message; Mistral's writes it only while a question is open, so an
+    answer would be trained without it. Both say so in one line; the named template carries the system prompt."""
+    from tunesmith.errors import ConfigError
+
+    tokenizer = family_tokenizer(embedded_dir, next(f for f in FAMILIES if f.slug == slug))
+    with pytest.raises(ConfigError, match=error):
+        encode_conversation(MULTI, get_template("auto", tokenizer), tokenizer, cutoff_len=1024)
+    ex = encode_conversation(MULTI, get_template(named, tokenizer), tokenizer, cutoff_len=1024)
+    assert tokenizer.decode(ex.input_ids).startswith(start)
+
+
+def test_qwen3_thinking_on_and_off(tokenizer):
+    """Both train the same final answer after Qwen3's empty think block; chat opens the answer differently."""
+    conv = Conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
+    on, off = get_template("qwen3", tokenizer), get_template("qwen3_nothink", tokenizer)
+    thinking, direct = encode_conversation(conv, on, tokenizer, 64), encode_conversation(conv, off, tokenizer, 64)
+    # The same text; only who writes the empty block differs.
+    assert tokenizer.decode(thinking.input_ids) == tokenizer.decode(direct.input_ids)
+    assert [tokenizer.decode(s) for s in answer_spans(thinking)] == ["<think>\n\n</think>\n\nHello!<|im_end|>"]
+    assert [tokenizer.decode(s) for s in answer_spans(direct)] == ["Hello!<|im_end|>"]
+    chat = [{"role": "user", "content": "Hi"}]
+    assert on.render(tokenizer, chat, True).endswith("<|im_start|>assistant\n")
+    assert off.render(tokenizer, chat, True).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+def bare_tokenizer():
+    """A byte-level BPE vocabulary whose only special token is <|endoftext|> (GPT-NeoX / Polyglot-ko style)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.train_from_iterator(["### 질문: 고객센터 운영 시간? ### 답변: 매일 운영해요."] * 3, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+@pytest.mark.parametrize("slug, chosen", [("smollm2", "chatml"), ("llama3", "llama3"), (None, "alpaca")])
+def test_a_base_model_without_template_gets_the_one_its_vocabulary_fits_and_says_so(slug, chosen, embedded_dir,
+                                                                                   caplog):
+    tokenizer = family_tokenizer(embedded_dir, next(f for f in FAMILIES if f.slug == slug)) if slug else \
+        bare_tokenizer()
+    tokenizer.chat_template = None
+    with caplog.at_level("INFO", logger="tunesmith.data.templates"):
+        assert get_template("auto", tokenizer).name == chosen
+    assert f"using template={chosen}" in caplog.text and "no chat template" in caplog.text

@@ -1,5 +1,6 @@
-"""GGUF round trip: gguf's own reader sees the right tensors and tokenizer/template metadata, and transformers'
-GGUF loader (`gguf_file=`) gives logits close to the merged model - as close as each weight type allows."""
+"""GGUF round trip: gguf's own reader sees the right tensors and tokenizer/template metadata; llama.cpp itself
+(llama-cpp-python, installed by the README's test command) and transformers' GGUF loader (`gguf_file=`) give logits
+close to the merged model - as close as each weight type allows - for every architecture the writer supports."""
 
 import json
 
@@ -33,9 +34,9 @@ LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_
 @pytest.fixture(scope="module")
 def merged(small_run):
     from tunesmith.export.merge import load_merged
-    from tunesmith.export.run import read_run
+    from tunesmith.run import RunDir
 
-    info = read_run(small_run)
+    info = RunDir.open(small_run)
     model, tokenizer = load_merged(info)
     return info, model, tokenizer
 
@@ -139,6 +140,68 @@ def test_other_llama_family_architectures(arch, small_model_dir, small_ids, tmp_
     assert rms < TOLERANCE["f16"][0] and worst < TOLERANCE["f16"][1] and agree == 1.0, (rms, worst, agree)
 
 
+def llama_cpp_logits(path, ids: torch.Tensor) -> torch.Tensor:
+    """The logits llama.cpp computes for `ids` (1, T) from the file alone."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed, so llama.cpp cannot run "
+                                    "the file (the README's test command installs it)")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=512, n_threads=1, logits_all=True, verbose=False)
+    llm.eval(ids[0].tolist())
+    logits = torch.tensor(np.array(llm.scores[:ids.shape[1]]))
+    llm.close()
+    return logits
+
+
+def compare_llama_cpp(model, path, ids) -> tuple[float, float, float]:
+    with torch.no_grad():
+        ref = model(ids).logits[0].float()
+    got = llama_cpp_logits(path, ids)
+    sd, diff = ref.std().item(), got - ref
+    return (diff.pow(2).mean().sqrt().item() / sd, diff.abs().max().item() / sd,
+            (got.argmax(-1) == ref.argmax(-1)).float().mean().item())
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0", "q4_0"])
+def test_llama_cpp_runs_the_export_with_close_logits(quant, merged, small_ids, tmp_path):
+    info, model, tokenizer = merged
+    path = write_gguf(model, tokenizer, info.path, tmp_path / f"tiny.{quant.upper()}.gguf", quant, progress=False)
+    rms, worst, agree = compare_llama_cpp(model, path, small_ids)
+    max_rms, max_worst, min_agree = TOLERANCE[quant]
+    assert rms < max_rms and worst < max_worst and agree >= min_agree, (quant, rms, worst, agree)
+
+
+ARCH_CONFIGS = {  # every model type the writer knows, with what makes it differ from Llama
+    "llama": {}, "mistral": {"sliding_window": 4096}, "qwen2": {}, "qwen3": {"head_dim": 16},
+    "gemma2": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8},
+    "gemma3_text": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
+                    "layer_types": ["sliding_attention", "full_attention"]},
+    "phi3": {}, "gpt_neox": {"num_key_value_heads": None, "intermediate_size": 256, "rotary_pct": 0.5},
+}
+
+
+@pytest.mark.parametrize("model_type", list(ARCH_CONFIGS))
+def test_every_architecture_runs_in_llama_cpp(model_type, small_model_dir, small_ids, tmp_path):
+    """Random weights large enough to matter (biases and Gemma's norm offsets included), f16: llama.cpp's logits
+    are the model's to f16 rounding, with prompts longer than Gemma's sliding window."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(small_model_dir)
+    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 256, "initializer_range": 0.2,
+             "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+             "eos_token_id": tokenizer.eos_token_id, **ARCH_CONFIGS[model_type]}
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **{k: v for k, v in sizes.items()
+                                                                             if v is not None})
+    torch.manual_seed(2)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    path = write_gguf(model, tokenizer, small_model_dir, tmp_path / f"{model_type}.F16.gguf", "f16", progress=False)
+    rms, worst, agree = compare_llama_cpp(model, path, small_ids)
+    assert rms < 5e-3 and agree >= 0.95, (model_type, rms, worst, agree)
+
+
 def test_llama3_rope_scaling_becomes_rope_freqs(small_model_dir, tmp_path):
     """Llama 3.1-style RoPE scaling is stored as llama.cpp's per-frequency divisors: default / scaled frequency."""
     import gguf
@@ -165,7 +228,7 @@ def test_unsupported_architecture_is_refused(small_model_dir, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(small_model_dir)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2))
-    with pytest.raises(ExportError, match="supports llama, mistral and qwen2.*--format hf"):
+    with pytest.raises(ExportError, match="supports gemma2, .*qwen3 models; this is gpt2 - use --format hf"):
         write_gguf(model, tokenizer, small_model_dir, tmp_path / "g.gguf", "f16", progress=False)
     assert not list(tmp_path.glob("*.gguf*"))
 

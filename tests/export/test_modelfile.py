@@ -4,7 +4,9 @@ import re
 
 import pytest
 
-from tunesmith.data.templates import get_template
+from tests.families.families import FAMILIES, family_tokenizer
+from tests.families.gotemplate import ollama_render
+from tunesmith.data.templates import FORMATS, get_template
 from tunesmith.export.modelfile import modelfile_text, translate
 
 CHATS = [
@@ -16,16 +18,8 @@ CHATS = [
 
 
 def run_go_template(template: str, system: str | None, messages: list[dict]) -> str:
-    """Evaluate the one Go-template shape the exporter writes, the way Ollama does: the Modelfile's SYSTEM becomes
-    a leading system message when the chat has none, then `range .Messages` with an if/else-if/else on .Role."""
-    m = re.fullmatch(r'(?s)(.*?)\{\{ range \.Messages \}\}\{\{ if eq \.Role "system" \}\}(.*?)'
-                     r'\{\{ else if eq \.Role "user" \}\}(.*?)\{\{ else \}\}(.*?)\{\{ end \}\}\{\{ end \}\}(.*)',
-                     template)
-    assert m, template
-    head, by_role, tail = m.group(1), {"system": m.group(2), "user": m.group(3), "assistant": m.group(4)}, m.group(5)
-    if system is not None and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system}, *messages]
-    return head + "".join(by_role[x["role"]].replace("{{ .Content }}", x["content"]) for x in messages) + tail
+    """Evaluate the TEMPLATE the way Ollama does (tests/families/gotemplate.py: Go's text/template, Ollama's data)."""
+    return ollama_render(template, messages, system)
 
 
 def parse(modelfile: str) -> dict:
@@ -49,6 +43,8 @@ def test_modelfile_renders_exactly_what_training_rendered(name, tiny_model_dir):
     assert parsed["from"] == "./faq.Q8_0.gguf"
     assert fmt is not None and parsed["template"] is not None
     for chat in CHATS:
+        if chat[0]["role"] == "system" and "System role not supported" in tokenizer.chat_template:
+            continue  # Gemma 2's own template refuses system prompts (Ollama then writes it as Gemma 3 does)
         expected = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         assert run_go_template(parsed["template"], parsed["system"], chat) == expected
     assert parsed["stop"][0] == template.stop == "<|im_end|>"  # SmolLM2's end of turn ends every answer
@@ -78,3 +74,38 @@ def test_an_untranslatable_template_leaves_template_to_ollama(tiny_model_dir):
     assert translate(tokenizer) is None
     parsed = parse(modelfile_text("m.gguf", tokenizer, runtime_adds_bos=False)[0])
     assert parsed["template"] is None and parsed["stop"] == [tokenizer.eos_token]
+
+
+def check_modelfile(tokenizer, template) -> dict:
+    """Save the template into the tokenizer as training does, write the Modelfile, and check that Ollama would
+    render every chat exactly as training rendered it."""
+    tokenizer.chat_template = template.chat_template
+    if template.stop != tokenizer.eos_token:
+        tokenizer.eos_token = template.stop
+    text, fmt = modelfile_text("m.Q8_0.gguf", tokenizer, runtime_adds_bos=False)
+    parsed = parse(text)
+    assert fmt is not None and parsed["template"] is not None, text
+    for chat in CHATS:
+        if chat[0]["role"] == "system" and "System role not supported" in tokenizer.chat_template:
+            continue  # Gemma 2's own template refuses system prompts (Ollama then writes it as Gemma 3 does)
+        expected = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        assert run_go_template(parsed["template"], parsed["system"], chat) == expected
+    assert parsed["stop"][0] == template.stop
+    return parsed
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_named_template_becomes_an_exact_ollama_template(name, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    check_modelfile(tokenizer, get_template(name, tokenizer))
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[f.slug for f in FAMILIES])
+def test_each_familys_template_becomes_an_exact_ollama_template_with_its_stop(family, embedded_dir):
+    """The families' own templates (template=auto) through recognition: Llama 3.1's date preamble, Qwen2.5's
+    default system prompt, Gemma's system-in-the-first-turn, Mistral's system-in-the-last-turn."""
+    tokenizer = family_tokenizer(embedded_dir, family)
+    parsed = check_modelfile(tokenizer, get_template(family.template, tokenizer))
+    assert parsed["stop"][0] == family.end_of_turn

@@ -14,7 +14,7 @@ import logging
 from hashlib import sha256
 from pathlib import Path
 
-from tunesmith.export.run import ExportError
+from tunesmith.export.naming import ExportError
 
 log = logging.getLogger(__name__)
 

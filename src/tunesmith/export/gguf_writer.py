@@ -1,9 +1,16 @@
-"""Write a merged llama-family model as one GGUF file for llama.cpp, Ollama and LM Studio - no llama.cpp build needed.
+"""Write a merged causal LM as one GGUF file for llama.cpp, Ollama and LM Studio - no llama.cpp build needed.
 
-Follows llama.cpp's convert_hf_to_gguf.py for the architectures whose tensor layout it shares:
-- Llama and Mistral are written as arch `llama`; llama.cpp applies RoPE to interleaved pairs, so q_proj/k_proj rows
-  are permuted from Hugging Face's half-split order (`_permute`, the converter's LlamaModel.permute).
-- Qwen2 is arch `qwen2`: no permutation, and q/k/v carry biases.
+Follows llama.cpp's convert_hf_to_gguf.py, one `Arch` per transformers model type (`ARCHS`):
+- Llama, SmolLM and Mistral are arch `llama`: llama.cpp applies RoPE to interleaved pairs, so q_proj/k_proj rows
+  are permuted from Hugging Face's half-split order (`_permute`, the converter's LlamaModel.permute). llama.cpp's
+  `llama` and `phi3` apply no sliding window: a Mistral v0.1 or Phi-3 with one is written with a warning that
+  llama.cpp attends to the whole context (the same answers up to the window's length).
+- Qwen2 (q/k/v biases) and Qwen3 (q/k norms) keep Hugging Face's order.
+- Gemma 2 and 3: norms are stored as 1 + w (Gemma's RMSNorm scales by 1 + w, llama.cpp's by w); soft-capping,
+  the sliding window and, for Gemma 3, which layers slide and the local RoPE base go into the metadata.
+- Phi-3: fused qkv and gate/up projections, as llama.cpp's phi3 reads them.
+- GPT-NeoX (Polyglot-ko): each head's q, k, v are interleaved in query_key_value; llama.cpp wants all q rows, then
+  all k, then all v. Partial rotary, parallel residual, LayerNorm with biases.
 Types: 1-D tensors (norms, biases) stay F32 as in the converter; matrices take the requested type. Q8_0/Q4_0 quantize
 blocks of 32 along a row, so a matrix whose rows are not a multiple of 32 falls back to F16 (the converter's rule).
 For Q4_0 the embedding and output matrices are Q8_0: 4-bit rounding of the vocabulary projection costs far more
@@ -15,18 +22,34 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tunesmith.export.formats import GGUF_QUANTS
 from tunesmith.export.gguf_vocab import add_tokenizer
-from tunesmith.export.run import ExportError
+from tunesmith.export.naming import ExportError
 
 log = logging.getLogger(__name__)
-QUANTS = ("f16", "bf16", "q8_0", "q4_0")
-# model_type -> (gguf arch name, permute q/k)
-ARCHS = {"llama": ("llama", True), "mistral": ("llama", True), "qwen2": ("qwen2", False)}
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str  # llama.cpp's architecture
+    permute: bool = False  # q/k rows into llama.cpp's interleaved RoPE order
+    norm_shift: float = 0.0  # added to every norm weight (Gemma's 1 + w)
+    neox_qkv: bool = False  # per-head interleaved q/k/v -> q, k, v blocks
+    layer_norm: bool = False  # LayerNorm (eps key layer_norm_epsilon) instead of RMSNorm
+
+
+ARCHS = {"llama": Arch("llama", permute=True), "mistral": Arch("llama", permute=True), "qwen2": Arch("qwen2"),
+         "qwen3": Arch("qwen3"), "gemma2": Arch("gemma2", norm_shift=1.0),
+         "gemma3_text": Arch("gemma3", norm_shift=1.0), "phi3": Arch("phi3"),
+         "gpt_neox": Arch("gptneox", neox_qkv=True, layer_norm=True)}
+GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}  # llama.cpp scales queries by hidden/heads only for the 27B models
 
 
 def _gguf():
@@ -44,9 +67,17 @@ def _permute(weights: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndar
             .swapaxes(1, 2).reshape(weights.shape))
 
 
+def _neox_qkv(weights: np.ndarray, n_head: int) -> np.ndarray:
+    """(heads x [q, k, v] x head_dim, ...) -> ([q of all heads], [k ...], [v ...], ...)."""
+    split = weights.reshape(n_head, 3, weights.shape[0] // n_head // 3, *weights.shape[1:])
+    return np.concatenate([split[:, i].reshape(-1, *weights.shape[1:]) for i in range(3)], axis=0)
+
+
 def _rope(config) -> tuple[float, dict]:
-    """(rope theta, scaling parameters) from a transformers 5 `rope_parameters` or an older `rope_scaling`."""
+    """(rope theta, scaling parameters) from a transformers 5 `rope_parameters` (per layer type for Gemma 3: the
+    global layers') or an older `rope_scaling`."""
     params = dict(getattr(config, "rope_parameters", None) or {})
+    params = dict(params.get("full_attention", params))
     scaling = dict(getattr(config, "rope_scaling", None) or {})
     theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
     merged = {**scaling, **params}
@@ -73,6 +104,23 @@ def _llama3_rope_factors(head_dim: int, theta: float, rope: dict) -> np.ndarray:
     return np.array(factors, dtype=np.float32)
 
 
+def _refuse(config, arch: Arch) -> None:
+    """Model variants llama.cpp would run differently from transformers: refused before anything is written."""
+    if arch.name in GEMMA_27B_LAYERS:
+        head_dim = config.head_dim
+        used = (config.hidden_size // config.num_attention_heads
+                if config.num_hidden_layers == GEMMA_27B_LAYERS[arch.name] else head_dim)
+        if config.query_pre_attn_scalar != used:
+            raise ExportError(f"GGUF export: query_pre_attn_scalar={config.query_pre_attn_scalar}, but llama.cpp's "
+                              f"{arch.name} scales queries by 1/sqrt({used}); use --format hf")
+    if arch.name == "gemma3" and getattr(config, "attn_logit_softcapping", None):
+        raise ExportError("GGUF export: llama.cpp's gemma3 has no attention soft-capping; use --format hf")
+    window = getattr(config, "sliding_window", None)
+    if arch.name in ("llama", "phi3") and window and window < config.max_position_embeddings:
+        log.warning("GGUF export: llama.cpp runs %s without its %d-token sliding window (it attends to the whole "
+                    "context); answers match up to %d tokens", config.model_type, window, window)
+
+
 class _Plan:
     """Name, target type and a way to produce the data, for each tensor: computed once for the header, once to write."""
 
@@ -80,19 +128,20 @@ class _Plan:
         gguf = _gguf()
         config = model.config
         if config.model_type not in ARCHS:
-            raise ExportError(f"GGUF export supports llama, mistral and qwen2 models; this is {config.model_type} - "
-                              "use --format hf and llama.cpp's convert_hf_to_gguf.py")
+            raise ExportError(f"GGUF export supports {', '.join(sorted(ARCHS))} models; this is "
+                              f"{config.model_type} - use --format hf and llama.cpp's convert_hf_to_gguf.py")
         if any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
             raise ExportError("reward models (stage=rm) have a score head that llama.cpp cannot run; "
                               "export them with --format hf")
-        self.arch, self.permute = ARCHS[config.model_type]
+        self.arch = ARCHS[config.model_type]
+        _refuse(config, self.arch)
         self.config = config
         self.quant = quant
         self.qtype = {"f16": gguf.GGMLQuantizationType.F16, "bf16": gguf.GGMLQuantizationType.BF16,
                       "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[quant]
         self.file_type = {"f16": gguf.LlamaFileType.MOSTLY_F16, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
                           "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[quant]
-        arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.arch)
+        arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.arch.name)
         names = gguf.get_tensor_name_map(arch_enum, config.num_hidden_layers)
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.theta, self.rope = _rope(config)
@@ -128,14 +177,18 @@ class _Plan:
         return qtype
 
     def _loader(self, hf_name: str, tensor: torch.Tensor):
-        config = self.config
+        config, arch = self.config, self.arch
 
         def load() -> np.ndarray:
             data = tensor.detach().to(torch.float32).cpu().numpy()
-            if self.permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+            if arch.permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
                 data = _permute(data, config.num_attention_heads, config.num_attention_heads)
-            elif self.permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+            elif arch.permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
                 data = _permute(data, config.num_attention_heads, config.num_key_value_heads)
+            elif arch.neox_qkv and "query_key_value" in hf_name:
+                data = _neox_qkv(data, config.num_attention_heads)
+            if arch.norm_shift and hf_name.endswith("norm.weight"):
+                data = data + arch.norm_shift
             return data
         return load
 
@@ -151,11 +204,15 @@ class _Plan:
         writer.add_block_count(c.num_hidden_layers)
         writer.add_feed_forward_length(c.intermediate_size)
         writer.add_head_count(c.num_attention_heads)
-        writer.add_head_count_kv(c.num_key_value_heads)
-        writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+        writer.add_head_count_kv(getattr(c, "num_key_value_heads", None) or c.num_attention_heads)
+        if self.arch.layer_norm:
+            writer.add_layer_norm_eps(c.layer_norm_eps)
+        else:
+            writer.add_layer_norm_rms_eps(c.rms_norm_eps)
         writer.add_rope_freq_base(self.theta)
-        writer.add_rope_dimension_count(self.head_dim)
-        if self.head_dim != c.hidden_size // c.num_attention_heads:
+        partial = self.rope.get("partial_rotary_factor", 1.0)  # GPT-NeoX, Phi: RoPE on the first part of a head
+        writer.add_rope_dimension_count(int(partial * self.head_dim))
+        if self.head_dim != c.hidden_size // c.num_attention_heads or self.arch.name.startswith("gemma"):
             writer.add_key_length(self.head_dim)
             writer.add_value_length(self.head_dim)
         if self.rope["rope_type"] == "linear":
@@ -166,9 +223,49 @@ class _Plan:
             writer.add_rope_scaling_factor(self.rope["factor"])
             writer.add_rope_scaling_orig_ctx_len(self.rope.get("original_max_position_embeddings",
                                                                c.max_position_embeddings))
+        self._arch_hparams(writer)
         writer.add_vocab_size(c.vocab_size)
         writer.add_file_type(self.file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    def _arch_hparams(self, writer) -> None:
+        """What llama.cpp reads for one architecture only (the converter's set_gguf_parameters)."""
+        c, arch = self.config, self.arch.name
+        window = getattr(c, "sliding_window", None)
+        if arch in ("gemma2", "gemma3"):
+            if getattr(c, "attn_logit_softcapping", None):
+                writer.add_attn_logit_softcapping(c.attn_logit_softcapping)
+            if getattr(c, "final_logit_softcapping", None):
+                writer.add_final_logit_softcapping(c.final_logit_softcapping)
+            if window:
+                writer.add_sliding_window(window)
+        if arch == "gemma3":
+            local = (getattr(c, "rope_parameters", None) or {}).get("sliding_attention", {}).get("rope_theta")
+            if local:
+                writer.add_rope_freq_base_swa(float(local))
+            writer.add_sliding_window_pattern([t == "sliding_attention" for t in c.layer_types])
+        if arch == "phi3":
+            writer.add_rope_scaling_orig_ctx_len(getattr(c, "original_max_position_embeddings", None)
+                                                 or c.max_position_embeddings)
+            writer.add_sliding_window(window or 0)  # 0 marks "no window" for llama.cpp's phi3 (Phi-4)
+        if arch == "gptneox":
+            writer.add_parallel_residual(bool(getattr(c, "use_parallel_residual", True)))
+
+
+PHI3_NAME_TOKENS = ("<unk>", "<s>", "</s>", "<|endoftext|>")  # llama.cpp looks these up by text in "phi3" models
+
+
+def _safe_name(name: str, arch: Arch, tokenizer) -> str:
+    """llama.cpp sets token attributes by text for models whose general.name contains "phi3" or "phi-3", and fails
+    to load one whose vocabulary lacks those tokens (Phi-4-style byte-level BPE): such a name is written as phi_3."""
+    vocab = tokenizer.get_vocab()
+    risky = arch.name == "phi3" and re.search(r"phi-?3", name, re.IGNORECASE)
+    if risky and not all(t in vocab for t in PHI3_NAME_TOKENS):
+        safe = re.sub(r"(?i)phi-?3", "phi_3", name)
+        log.info("GGUF general.name %r written as %r: llama.cpp would look up %s in this vocabulary", name, safe,
+                 ", ".join(PHI3_NAME_TOKENS))
+        return safe
+    return name
 
 
 def _nbytes(shape, qtype) -> int:
@@ -178,9 +275,9 @@ def _nbytes(shape, qtype) -> int:
 
 def write_gguf(model, tokenizer, tokenizer_dir: Path, path: Path, quant: str = "q8_0", name: str | None = None,
                base_name: str = "", progress: bool = True) -> Path:
-    """Write `model` (a merged llama/mistral/qwen2 causal LM) with its tokenizer metadata to `path`."""
-    if quant not in QUANTS:
-        raise ExportError(f"--quant {quant}: choose one of {', '.join(QUANTS)}")
+    """Write `model` (a merged causal LM of a type in ARCHS) with its tokenizer metadata to `path`."""
+    if quant not in GGUF_QUANTS:
+        raise ExportError(f"--quant {quant}: choose one of {', '.join(GGUF_QUANTS)}")
     gguf = _gguf()
     plan = _Plan(model, quant)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,8 +301,8 @@ def _write(gguf, plan: _Plan, model, tokenizer, tokenizer_dir: Path, tmp: Path, 
            progress: bool) -> None:
     from tqdm.auto import tqdm
 
-    writer = gguf.GGUFWriter(tmp, plan.arch)
-    plan.add_hparams(writer, name, base_name)
+    writer = gguf.GGUFWriter(tmp, plan.arch.name)
+    plan.add_hparams(writer, _safe_name(name, plan.arch, tokenizer), base_name)
     add_tokenizer(writer, tokenizer, tokenizer_dir, model.config.vocab_size)
     total = 0
     for gname, qtype, shape, _ in plan.items:  # the header lists every tensor before any data is written

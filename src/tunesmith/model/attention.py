@@ -2,8 +2,16 @@
 
 A packed micro-batch is one sequence holding several rows. transformers handles that by building a block-diagonal
 mask from the position ids, which on a CPU costs a full T x T mask per micro-batch and an attention over all of
-it. Here each row attends only to itself with plain causal SDPA, using the row boundaries (`cu_seq_lens_q`, the
-same keyword flash-attention's varlen path reads), so the work is the sum of the rows' own attention.
+it. Here each row attends only to itself, using the row boundaries (`cu_seq_lens_q`, the same keyword
+flash-attention's varlen path reads), so the work is the sum of the rows' own attention.
+
+Every argument a model passes is honoured, never dropped: `sliding_window` (Mistral, Qwen2, Phi-3, Gemma 2/3
+local layers: a key is visible when `query - key < window`, transformers' `sliding_window_overlay`), `softcap`
+(Gemma 2: `tanh(scores / cap) * cap` before the mask), `s_aux` (gpt-oss attention sinks: one extra logit per
+head, dropped after the softmax), `scaling` and `dropout`. Plain causal rows take SDPA's causal kernel; a window
+shorter than the row takes SDPA with a banded mask; softcap and sinks take the eager formula on the row alone.
+Any other argument (or unequal query/key boundaries) makes the call fall back to the exact path: the model's own
+eager attention over the packed sequence with a block-diagonal mask, which is what transformers itself runs.
 
 The function is registered under its own name with the public `AttentionInterface` / `AttentionMaskInterface`
 (no library internals are patched); `tests/model/test_attention.py` fails loudly if that contract changes.
@@ -11,31 +19,106 @@ The function is registered under its own name with the public `AttentionInterfac
 
 from __future__ import annotations
 
+import itertools
+import sys
+
 import torch
 import torch.nn.functional as F
 
 NAME = "tunesmith_varlen"
+# Keywords that describe the packing, the cache or other layers - nothing this attention has to apply.
+PACKING = {"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "position_ids", "use_cache",
+           "cache_position", "output_router_logits"}
+HONOURED = {"sliding_window", "softcap", "s_aux"}
 
 
 def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bounds = kwargs.get("cu_seq_lens_q")
-    if bounds is None or attention_mask is not None:  # generation or padded input: the standard path
+    if bounds is None and attention_mask is None and query.shape[2] == key.shape[2]:
+        bounds = torch.tensor([0, query.shape[2]], device=query.device)  # one unpacked row, no cache
+    if bounds is None or attention_mask is not None:  # generation or padded input: the standard paths
+        if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+            eager = _own_eager(module) or sdpa_attention_forward  # SDPA refuses what it cannot apply
+            return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    gqa = query.shape[1] != key.shape[1]
+    unknown = {k for k, v in kwargs.items() if k not in PACKING | HONOURED and v is not None and v is not False}
+    same_bounds = kwargs.get("cu_seq_lens_k") is None or torch.equal(kwargs["cu_seq_lens_k"], bounds)
+    if unknown or not same_bounds or query.shape[2] != key.shape[2]:
+        return packed_exact_attention(module, query, key, value, bounds, dropout, scaling, **kwargs)
+    window, softcap, sinks = kwargs.get("sliding_window"), kwargs.get("softcap"), kwargs.get("s_aux")
     edges = bounds.tolist()
-    rows = [
-        F.scaled_dot_product_attention(query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout_p=dropout,
-                                       scale=scaling, is_causal=True, enable_gqa=gqa)
-        for s, e in zip(edges[:-1], edges[1:])
-    ]
+    rows = [_row_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout, scaling, window,
+                           softcap, sinks) for s, e in itertools.pairwise(edges)]
     return torch.cat(rows, dim=2).transpose(1, 2).contiguous(), None
 
 
+def _visible(length: int, window: int | None, device) -> torch.Tensor:
+    """(L, L) bool: causal, and within the sliding window when there is one."""
+    q = torch.arange(length, device=device)[:, None]
+    k = torch.arange(length, device=device)[None, :]
+    visible = k <= q
+    return visible & (k > q - window) if window is not None else visible
+
+
+def _row_attention(module, q, k, v, dropout, scaling, window, softcap, sinks) -> torch.Tensor:
+    length = q.shape[2]
+    window = window if window is not None and window < length else None  # a window covering the row is causal
+    training = getattr(module, "training", False)
+    if softcap is None and sinks is None:
+        gqa = q.shape[1] != k.shape[1]
+        mask = None if window is None else _visible(length, window, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout if training else 0.0,
+                                              scale=scaling, is_causal=mask is None, enable_gqa=gqa)
+    # The eager formula (transformers' Gemma 2 / gpt-oss eager_attention_forward) on this row alone.
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(q, k.transpose(2, 3)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    scores = scores.masked_fill(~_visible(length, window, q.device), torch.finfo(scores.dtype).min)
+    if sinks is None:
+        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    else:
+        sink = sinks.reshape(1, -1, 1, 1).expand(q.shape[0], -1, length, 1).to(scores.dtype)
+        combined = torch.cat([scores, sink], dim=-1)
+        combined = combined - combined.max(dim=-1, keepdim=True).values
+        probs = F.softmax(combined, dim=-1, dtype=combined.dtype)[..., :-1]
+    probs = F.dropout(probs, p=dropout, training=training).to(v.dtype)
+    return torch.matmul(probs, v)
+
+
+def packed_exact_attention(module, query, key, value, bounds, dropout, scaling, **kwargs):
+    """The model's own eager attention over the whole packed sequence with a block-diagonal (and windowed) additive
+    mask: slower, but exactly what transformers computes for a packed batch, whatever the arguments mean."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    length = query.shape[2]
+    rows = torch.repeat_interleave(torch.arange(len(bounds) - 1, device=query.device),
+                                   (bounds[1:] - bounds[:-1]).long().to(query.device))
+    local = torch.arange(length, device=query.device) - bounds[:-1].long().to(query.device)[rows]
+    visible = (rows[:, None] == rows[None, :]) & (local[None, :] <= local[:, None])
+    window = kwargs.get("sliding_window")
+    if window is not None:
+        visible &= local[None, :] > local[:, None] - window
+    additive = torch.zeros(visible.shape, dtype=query.dtype, device=query.device)
+    additive = additive.masked_fill(~visible, torch.finfo(query.dtype).min)[None, None]
+    eager = _own_eager(module)
+    if eager is None:  # a model without its own eager function: SDPA, which refuses what it cannot apply
+        return sdpa_attention_forward(module, query, key, value, visible[None, None], dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    return eager(module, query, key, value, additive, dropout=dropout, scaling=scaling, **kwargs)
+
+
+def _own_eager(module):
+    """The eager attention function of the module's own modeling file (every decoder family defines one)."""
+    return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+
+
 def _no_mask(*args, **kwargs):
-    return None  # causality and row boundaries are applied inside varlen_attention
+    return None  # causality, windows and row boundaries are applied inside varlen_attention
 
 
 def use_varlen_attention(model) -> None:
