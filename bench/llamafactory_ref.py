@@ -39,9 +39,10 @@ def version_of(python: Path, module: str) -> str:
     return out.stdout.strip() or "?"
 
 
-def write_config(work: Path, model: Path, rows_file: Path, hp: dict) -> Path:
+def write_config(work: Path, model: Path, rows_file: Path, hp: dict, bf16: bool = False, name: str = "lf") -> Path:
     """A LLaMA-Factory YAML: its defaults (gradient checkpointing, padded micro-batches, full-vocabulary logits),
-    with the benchmark's shared hyper-parameters and file order, so both tools see the same rows in each step."""
+    with the benchmark's shared hyper-parameters and file order, so both tools see the same rows in each step.
+    `bf16`: HF Trainer's bf16 mixed precision (autocast), LLaMA-Factory at its best on a CPU with fast bf16."""
     data_dir = work / "lf_data"
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "dataset_info.json").write_text(json.dumps({"bench": {"file_name": str(rows_file.resolve())}}))
@@ -49,14 +50,15 @@ def write_config(work: Path, model: Path, rows_file: Path, hp: dict) -> Path:
         "model_name_or_path": str(model), "stage": "sft", "do_train": "true", "finetuning_type": "lora",
         "lora_rank": hp["lora_rank"], "lora_alpha": hp["lora_alpha"], "lora_dropout": 0.0, "lora_target": "all",
         "dataset": "bench", "dataset_dir": str(data_dir), "template": "alpaca", "cutoff_len": hp["cutoff_len"],
-        "overwrite_cache": "true", "output_dir": str(work / "lf_out"), "overwrite_output_dir": "true",
+        "overwrite_cache": "true", "output_dir": str(work / f"{name}_out"), "overwrite_output_dir": "true",
         "logging_steps": 1, "save_strategy": "'no'", "report_to": "none", "plot_loss": "false",
         "per_device_train_batch_size": hp["micro_batch"], "gradient_accumulation_steps": hp["accumulation"],
         "max_steps": hp["steps"], "learning_rate": hp["learning_rate"], "lr_scheduler_type": "constant",
         "warmup_steps": 0, "weight_decay": 0.0, "max_grad_norm": 1.0, "seed": hp["seed"],
-        "disable_shuffling": "true", "bf16": "false", "fp16": "false", "dataloader_num_workers": 0,
+        "disable_shuffling": "true", "bf16": "true" if bf16 else "false", "fp16": "false",
+        "dataloader_num_workers": 0,
     }
-    path = work / "lf_config.yaml"
+    path = work / f"{name}_config.yaml"
     path.write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
     return path
 
@@ -74,7 +76,7 @@ def run(python: Path, config: Path, work: Path) -> dict:
     if status != 0:
         tail = (work / "lf_stdout.log").read_text()[-3000:]
         raise SystemExit(f"LLaMA-Factory failed (exit {status}):\n{tail}")
-    out = work / "lf_out"
+    out = work / config.name.replace("_config.yaml", "_out")
     results = json.loads((out / "train_results.json").read_text())
     steps = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     losses = [s["loss"] for s in steps if "loss" in s]

@@ -30,17 +30,15 @@ ROWS, CUTOFF = 16, 512
 
 
 def _setup(varlen: bool, checkpointing: bool, compiled: bool):
-    from tunesmith.config import TrainConfig
-    from tunesmith.model.adapters import attach_adapter
     from tunesmith.model.attention import use_varlen_attention
     from tunesmith.model.loader import load_model, resolve_model
+    from tunesmith.model.methods.lora import LoraMethod
 
     torch.manual_seed(0)
     base = load_model(resolve_model(None), torch.float32, torch.device("cpu"))
     if varlen:
         use_varlen_attention(base)
-    model = attach_adapter(base, TrainConfig(dataset="x", lora_rank=16, lora_alpha=16,
-                                             gradient_checkpointing=checkpointing))
+    model = LoraMethod(lora_rank=16, lora_alpha=16).wrap(base, checkpointing)
     if compiled:
         from tunesmith.train.loop import compile_layers
 
@@ -57,7 +55,7 @@ def _examples(model: Path, tokenizer):
 
 def step_seconds(examples, budget: int, chunked: bool, repeats: int, **setup) -> float:
     from tunesmith.data.packing import pack_step
-    from tunesmith.train.stages import causal_lm_loss
+    from tunesmith.stages.base import causal_lm_loss
 
     model, optimizer = _setup(**setup)
     batches = pack_step(examples, budget)

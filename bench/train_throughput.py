@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HP = {"lora_rank": 16, "lora_alpha": 16, "cutoff_len": 512, "micro_batch": 2, "accumulation": 8, "steps": 8,
       "learning_rate": 1e-4, "seed": 42}
 ROWS = 512
+LF_DEFAULTS, LF_BEST, TS_DEFAULTS = "LLaMA-Factory (defaults)", "LLaMA-Factory, bf16: true", "tunesmith (defaults)"
 
 
 def run_tunesmith(model: Path, rows_file: Path, out: Path, extra: list[str]) -> dict:
@@ -51,7 +52,7 @@ def run_tunesmith(model: Path, rows_file: Path, out: Path, extra: list[str]) -> 
     done = records[-1]
     return {"samples_per_s": done["samples_per_s"], "losses": [r["loss"] for r in records if "loss" in r],
             "peak_rss_gib": usage.ru_maxrss / 2**20, "wall_s": time.time() - started,
-            "micro_batch_tokens": done.get("micro_batch_tokens")}
+            "micro_batch_tokens": done.get("micro_batch_tokens"), "precision": done.get("precision")}
 
 
 def trained_rows_loss(model: Path, adapter: Path, rows_file: Path, n: int) -> float:
@@ -63,7 +64,7 @@ def trained_rows_loss(model: Path, adapter: Path, rows_file: Path, n: int) -> fl
 
     from tunesmith.data.packing import pack_step
     from tunesmith.model.attention import use_varlen_attention
-    from tunesmith.train.stages import causal_lm_loss
+    from tunesmith.stages.base import causal_lm_loss
 
     examples = encoded_rows(model, rows_file, n)
     base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
@@ -79,27 +80,34 @@ def trained_rows_loss(model: Path, adapter: Path, rows_file: Path, n: int) -> fl
 
 def cpu_case(repeats: int) -> None:
     from tunesmith.model.loader import load_tokenizer, resolve_model
+    from tunesmith.train.precision import cpu_has_fast_bf16
 
     model = Path(resolve_model(None))
     python = lf.ensure_venv()
     trained = HP["steps"] * HP["micro_batch"] * HP["accumulation"]
+    fast_bf16 = cpu_has_fast_bf16()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         rows_file = work / "rows.json"
         rows_file.write_text(json.dumps(make_rows(ROWS, 0, load_tokenizer(str(model)))))
         tokens = sum(len(e) for e in encoded_rows(model, rows_file, trained))
-        lf_config = lf.write_config(work, model, rows_file, HP)
-        runs = {"LLaMA-Factory": [], "tunesmith": [], "tunesmith torch_compile=true": []}
+        # name -> (how to run it once, its adapter folder)
+        variants = {LF_DEFAULTS: (lambda: lf.run(python, lf.write_config(work, model, rows_file, HP), work),
+                                  work / "lf_out")}
+        if fast_bf16:  # LLaMA-Factory at its best on this CPU: HF Trainer's bf16 autocast
+            variants[LF_BEST] = (lambda: lf.run(python, lf.write_config(work, model, rows_file, HP, True, "lfbf16"),
+                                                work), work / "lfbf16_out")
+        variants[TS_DEFAULTS] = (lambda: run_tunesmith(model, rows_file, work / "ts_out", []), work / "ts_out")
+        if fast_bf16:  # what bf16 is worth to tunesmith here
+            variants["tunesmith dtype=fp32"] = (lambda: run_tunesmith(model, rows_file, work / "ts_fp32",
+                                                                      ["dtype=fp32"]), work / "ts_fp32")
+        runs: dict[str, list] = {name: [] for name in variants}
         for i in range(repeats):  # interleaved, so a slow spell of the machine hits all
-            runs["LLaMA-Factory"].append(lf.run(python, lf_config, work))
-            runs["tunesmith"].append(run_tunesmith(model, rows_file, work / "ts_out", []))
-            runs["tunesmith torch_compile=true"].append(
-                run_tunesmith(model, rows_file, work / "ts_compiled", ["torch_compile=true"]))
+            for name, (run_once, _) in variants.items():
+                runs[name].append(run_once())
             print(f"repeat {i + 1}: " + ", ".join(f"{k} {v[-1]['samples_per_s']:.3f} samples/s"
                                                  for k, v in runs.items()), flush=True)
-        losses = {"LLaMA-Factory": trained_rows_loss(model, work / "lf_out", rows_file, trained),
-                  "tunesmith": trained_rows_loss(model, work / "ts_out", rows_file, trained),
-                  "tunesmith torch_compile=true": trained_rows_loss(model, work / "ts_compiled", rows_file, trained)}
+        losses = {name: trained_rows_loss(model, folder, rows_file, trained) for name, (_, folder) in variants.items()}
         lf_versions = {m: lf.version_of(python, m) for m in ("llamafactory", "torch", "transformers", "peft")}
     _write_cpu_table(runs, losses, tokens, trained, repeats, lf_versions)
 
@@ -125,10 +133,13 @@ def _write_cpu_table(runs: dict, losses: dict, tokens: int, trained: int, repeat
 
     med = {k: {m: statistics.median(r[m] for r in v) for m in ("samples_per_s", "peak_rss_gib", "wall_s")}
            for k, v in runs.items()}
-    ratio = med["tunesmith"]["samples_per_s"] / med["LLaMA-Factory"]["samples_per_s"]
-    compiled = med["tunesmith torch_compile=true"]["samples_per_s"] / med["LLaMA-Factory"]["samples_per_s"]
-    gap = (losses["tunesmith"] - losses["LLaMA-Factory"]) / losses["LLaMA-Factory"]
-    ts_budget = runs["tunesmith"][-1]["micro_batch_tokens"]
+    speed = {name: m["samples_per_s"] for name, m in med.items()}
+    ratio = speed[TS_DEFAULTS] / speed[LF_DEFAULTS]
+    best = f", {speed[TS_DEFAULTS] / speed[LF_BEST]:.2f}x LLaMA-Factory at its best (bf16)" if LF_BEST in speed else ""
+    gaps = ", ".join(f"{100 * (losses[TS_DEFAULTS] - losses[name]) / losses[name]:+.2f}% vs {name}"
+                     for name in losses if name.startswith("LLaMA"))
+    ts_budget = runs[TS_DEFAULTS][-1]["micro_batch_tokens"]
+    precision = runs[TS_DEFAULTS][-1].get("precision")
     lines = [f"## Training throughput on CPU: tunesmith vs LLaMA-Factory ({datetime.date.today()})", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"{_cpu_flags()}. tunesmith: torch {torch.__version__}, transformers {transformers.__version__}, "
@@ -137,9 +148,10 @@ def _write_cpu_table(runs: dict, losses: dict, tokens: int, trained: int, repeat
              f"Work: embedded SmolLM2-135M-Instruct (safetensors, fp32), {ROWS} alpaca rows from "
              f"bench/word_problems.py, LoRA r16 all-linear, cutoff 512, micro-batch 2 x accumulation 8, 8 steps "
              f"= {trained} rows ({tokens} tokens), rows in file order. LLaMA-Factory runs with its defaults "
-             f"(gradient checkpointing, padded micro-batches); tunesmith with its defaults (packed rows with "
-             f"row-confined attention, chunked head + loss on answer tokens, micro-batches of up to {ts_budget} "
-             f"tokens chosen from free memory). Median of {repeats} interleaved repeats. Command: "
+             f"(gradient checkpointing, padded micro-batches, fp32) and, on a CPU with fast bf16, also with `bf16: "
+             f"true`; tunesmith with its defaults (packed rows with row-confined attention, chunked head + loss on "
+             f"answer tokens, micro-batches of up to {ts_budget} tokens, precision: {precision}). Median of "
+             f"{repeats} interleaved repeats. Command: "
              f"`python3 bench/train_throughput.py --repeats {repeats}`.", "",
              "| | samples/s | tokens/s | peak RSS | process wall | last step loss (own log) | "
              "loss on the 128 trained rows (same yardstick) |", "|---|---|---|---|---|---|---|"]
@@ -148,10 +160,9 @@ def _write_cpu_table(runs: dict, losses: dict, tokens: int, trained: int, repeat
         lines.append(f"| {name} | {m['samples_per_s']:.3f} | {m['samples_per_s'] * tokens / trained:.0f} | "
                      f"{m['peak_rss_gib']:.2f} GiB | {m['wall_s']:.0f} s | {runs[name][-1]['losses'][-1]:.4f} | "
                      f"{losses[name]:.4f} |")
-    lines += ["", f"**tunesmith / LLaMA-Factory: {ratio:.2f}x samples/s ({compiled:.2f}x with torch_compile=true, "
-              f"compile time included); loss on the trained rows differs by {100 * gap:+.2f}%.** Each tool's own "
-              f"logged loss differs in definition (LLaMA-Factory's alpaca template also trains the `\\n\\n` after "
-              f"EOS), hence the common yardstick."]
+    lines += ["", f"**tunesmith: {ratio:.2f}x LLaMA-Factory's defaults{best} in samples/s; loss on the trained rows "
+              f"{gaps}.** Each tool's own logged loss differs in definition (LLaMA-Factory's alpaca template also "
+              f"trains the `\\n\\n` after EOS), hence the common yardstick."]
     write_section("## Training throughput on CPU", "\n".join(lines))
     print("\n".join(lines))
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from tunesmith.data.packing import IGNORE, Example, pack_rows
 from tunesmith.model.attention import use_varlen_attention
-from tunesmith.train.fused_loss import chunked_linear_cross_entropy, output_head
-from tunesmith.train.stages import causal_lm_loss
+from tunesmith.model.fused_loss import chunked_linear_cross_entropy, output_head
+from tunesmith.stages.base import causal_lm_loss
 
 
 @pytest.mark.parametrize("train_head", [False, True])
@@ -37,6 +37,48 @@ def test_chunked_linear_cross_entropy_matches_full_logits(train_head):
         torch.testing.assert_close(chunked_linear_cross_entropy(hidden, weight, targets, chunk=8), plain.detach())
 
 
+@pytest.mark.parametrize("scale, softcap", [(0.25, None), (1.0, 3.0), (2.0, 5.0)])
+def test_scaled_and_soft_capped_heads_match_full_logits(scale, softcap):
+    """Granite/Cohere-style logit scaling and Gemma's final soft-capping, gradients of both inputs included."""
+    torch.manual_seed(0)
+    hidden = torch.randn(21, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (21,))
+    logits = hidden @ weight.t() * scale
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    plain = F.cross_entropy(logits, targets, reduction="sum")
+    plain.backward()
+    want_h, want_w = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad, weight.grad = None, None
+    chunked = chunked_linear_cross_entropy(hidden, weight, targets, chunk=8, scale=scale, softcap=softcap)
+    chunked.backward()
+    torch.testing.assert_close(chunked, plain)
+    torch.testing.assert_close(hidden.grad, want_h)
+    torch.testing.assert_close(weight.grad, want_w)
+
+
+def test_a_model_whose_logits_are_not_its_head_keeps_the_plain_path(tiny_model_dir):
+    """The chunked head is chosen by checking the model's own logits, not a list of model types: a model that
+    changes its logits in a way the config does not announce is left to compute them itself."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    assert output_head(model) is not None
+    odd = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    forward = odd.forward
+
+    def shifted(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = out.logits * 0.5  # an undeclared logit scale
+        return out
+
+    odd.forward = shifted
+    odd.train()
+    assert output_head(odd) is None
+    assert all(m.training for m in odd.modules())  # the check ran in eval mode, then gave training back
+
+
 def _rows(vocab: int) -> list[Example]:
     torch.manual_seed(1)
     rows = []
@@ -49,13 +91,12 @@ def _rows(vocab: int) -> list[Example]:
 def _tiny_lora(tiny_model_dir, method="lora"):
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.config import TrainConfig
-    from tunesmith.model.adapters import attach_adapter
+    from tunesmith.model.methods import method_class
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     use_varlen_attention(model)
-    model = attach_adapter(model, TrainConfig(method=method, lora_rank=4))
+    model = method_class(method)(lora_rank=4).wrap(model, checkpointing=False)
     for name, p in model.named_parameters():  # LoRA B starts at zero; make every adapter weight matter
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from tunesmith.data.packing import IGNORE, Example, pack_rows
 from tunesmith.model.attention import use_varlen_attention
-from tunesmith.train.stages import causal_lm_loss
+from tunesmith.stages.base import causal_lm_loss
 
 
 def rows():

@@ -12,8 +12,8 @@ from tunesmith.config import load_config
 from tunesmith.data.formats import Preference, to_canonical
 from tunesmith.data.sources import read_rows
 from tunesmith.errors import DataError
+from tunesmith.stages.dpo import dpo_loss, dpo_loss_by_hand
 from tunesmith.train.loop import train
-from tunesmith.train.preference import dpo_loss, dpo_loss_by_hand
 
 USER = [{"role": "user", "content": "Q"}]
 

@@ -48,15 +48,12 @@ def test_existing_run_needs_resume_or_overwrite(tiny_model_dir, alpaca_file, tmp
 
 
 def test_save_total_limit_keeps_newest(tmp_path):
-    class Dummy:
-        def named_parameters(self):
-            return iter([("w", torch.nn.Parameter(torch.ones(2)))])
-
+    class Scheduler:
         def state_dict(self):
             return {}
 
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, step, Dummy(), Dummy(), Dummy(), {"step": step}, keep=2)
+        save_checkpoint(tmp_path, step, {"w": torch.ones(2)}, {}, Scheduler(), {"step": step}, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-2", "step-3"]
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from tunesmith.model.adapters import load_trainable_state, trainable_state
-
 BEST_FILE = "best.safetensors"
 
 
@@ -24,17 +22,16 @@ class BestWeights:
         self.enabled = enabled
         self.step: int | None = None
 
-    def save(self, model, step: int) -> None:
-        if not self.enabled:
-            return
+    def save(self, tensors: dict, step: int) -> None:
+        """`tensors`: the trainable state, gathered by the caller (the main process writes)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{BEST_FILE}.tmp")
-        save_file(trainable_state(model), tmp, metadata={"step": str(step)})
+        save_file(tensors, tmp, metadata={"step": str(step)})
         os.replace(tmp, self.path)
         self.step = step
 
-    def load(self, model) -> None:
-        load_trainable_state(model, load_file(self.path))
+    def load(self) -> dict:
+        return load_file(self.path)
 
     def copy_into(self, checkpoint: Path) -> None:
         if self.enabled and self.path.exists():

@@ -27,7 +27,6 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tunesmith.errors import ConfigError
-from tunesmith.model.adapters import load_trainable_state, trainable_state
 from tunesmith.run import CHECKPOINTS, CONFIG_FILE, STATE_FILE, RunError, checkpoints, is_finished
 
 log = logging.getLogger(__name__)
@@ -37,10 +36,13 @@ RESUME_FILES = ("optimizer.pt", "scheduler.pt", "rng.pt", STATE_FILE)
 # how it is computed). Any other difference stops the resume: it would silently mix two trainings.
 RESUMABLE_CHANGES = {"output_dir", "resume", "overwrite_output_dir", "eval_steps", "save_steps", "save_total_limit",
                      "logging_steps", "early_stopping_patience", "load_best", "device", "max_tokens_per_batch",
-                     "gradient_checkpointing", "torch_compile"}
+                     "gradient_checkpointing", "torch_compile", "distributed", "deepspeed", "fsdp_cpu_offload",
+                     "nnodes", "node_rank", "master_addr", "master_port",
+                     # how rows are split over processes and micro-batches; the rows per step must not change
+                     "nproc", "per_device_batch_size", "gradient_accumulation_steps"}
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain numbers only, so they load with weights_only=True."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -69,10 +71,13 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fh.fileno())
 
 
-def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, state: dict[str, Any],
-                    keep: int = 0, save_result: Callable[[Path], None] | None = None) -> Path:
-    """Write `checkpoints/step-N` atomically. `save_result(folder)` writes the loadable model, tokenizer and config
-    (the same function that writes the finished run)."""
+def save_checkpoint(output_dir: str | Path, step: int, trainable: dict | None, optimizer_state: dict, scheduler,
+                    state: dict[str, Any], keep: int = 0, save_result: Callable[[Path], None] | None = None,
+                    rng_states: list[dict] | None = None) -> Path:
+    """Write `checkpoints/step-N` atomically (the main process only; the states are gathered already).
+    `trainable`: the trained tensors when the saved result does not hold them (adapters); `save_result(folder)`
+    writes the loadable model, tokenizer and config (the same function that writes the finished run);
+    `rng_states`: every process's random state, in rank order (dropout differs per process)."""
     root = Path(output_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-*"):
@@ -82,11 +87,11 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
         tmp.mkdir()
         if save_result is not None:
             save_result(tmp)
-        if hasattr(model, "peft_config") or save_result is None:
-            save_file(trainable_state(model), tmp / TRAINABLE_FILE)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if trainable is not None:
+            save_file(trainable, tmp / TRAINABLE_FILE)
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(_rng_state(), tmp / "rng.pt")
+        torch.save({"processes": rng_states or [rng_state()]}, tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         _fsync_tree(tmp)
     except OSError as e:
@@ -135,7 +140,15 @@ def check_same_training(cfg, checkpoint: Path) -> None:
     saved_path = checkpoint / CONFIG_FILE
     if not saved_path.exists():
         return
-    saved = load_config(saved_path).to_dict()
+    saved_cfg = load_config(saved_path)
+    state = read_state(checkpoint)
+    saved_rows = state.get("rows_per_step", saved_cfg.per_device_batch_size * saved_cfg.gradient_accumulation_steps)
+    if cfg.rows_per_step != saved_rows:
+        raise ConfigError(f"config: {cfg.rows_per_step} rows per step ({cfg.per_device_batch_size} per process x "
+                          f"{cfg.gradient_accumulation_steps} accumulation x {cfg.world_size} processes) differs from "
+                          f"the checkpoint's {saved_rows}; set per_device_batch_size and gradient_accumulation_steps "
+                          "so that the rows per step stay the same")
+    saved = saved_cfg.to_dict()
     for key, value in cfg.to_dict().items():
         if key not in RESUMABLE_CHANGES and saved.get(key) != value:
             raise ConfigError(f"config: {key}={value!r} differs from the checkpoint's {key}={saved.get(key)!r} "
@@ -147,8 +160,9 @@ def read_state(path: Path) -> dict[str, Any]:
     return json.loads((path / STATE_FILE).read_text())
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
-    """Restore model tensors, optimizer, scheduler and RNG; a damaged file raises CheckpointDamaged."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, par) -> dict[str, Any]:
+    """Restore model tensors, optimizer, scheduler and RNG (`par`: how the model is shared over processes); a
+    damaged file raises CheckpointDamaged."""
     try:
         tensors = _trainable_tensors(path, model)
         optimizer_state = torch.load(path / "optimizer.pt", weights_only=True)
@@ -160,10 +174,14 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict[str, Any]:
     except Exception as e:  # torch, safetensors and json each raise their own types for a truncated file
         first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise CheckpointDamaged(f"{path} is damaged ({first})") from None
-    load_trainable_state(model, tensors)
-    optimizer.load_state_dict(optimizer_state)
+    par.load_trainable(model, tensors)
+    par.load_optimizer(model, optimizer, optimizer_state)
     scheduler.load_state_dict(scheduler_state)
-    _set_rng_state(rng)
+    processes = rng["processes"]
+    if len(processes) != par.world and par.is_main:
+        log.warning("%s was written by %d processes, this run has %d: random draws (dropout) will differ from an "
+                    "uninterrupted run", path, len(processes), par.world)
+    _set_rng_state(processes[par.rank % len(processes)])
     return state
 
 
@@ -186,11 +204,11 @@ def _trainable_tensors(path: Path, model) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def resume(candidates: list[Path], model, optimizer, scheduler) -> tuple[Path, dict[str, Any]]:
+def resume(candidates: list[Path], model, optimizer, scheduler, par) -> tuple[Path, dict[str, Any]]:
     """Load the first intact checkpoint of `candidates`, saying which damaged ones were skipped."""
     for i, path in enumerate(candidates):
         try:
-            return path, load_checkpoint(path, model, optimizer, scheduler)
+            return path, load_checkpoint(path, model, optimizer, scheduler, par)
         except CheckpointDamaged as e:
             if i + 1 < len(candidates):
                 log.warning("%s; resuming from %s instead", e, candidates[i + 1])

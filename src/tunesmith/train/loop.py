@@ -61,35 +61,45 @@ def rows_for_step(n_rows: int, rows_per_step: int, step: int, seed: int, shuffle
     return order[index * rows_per_step:(index + 1) * rows_per_step]
 
 
+def evenly(batches: list, par, filler) -> list[tuple[object, float]]:
+    """This process's micro-batches, each with its weight, padded with zero-weight copies of `filler` to the most any
+    process has: every process must run the same number of forwards and backwards (FSDP gathers weights in each
+    forward, DDP reduces gradients in the last backward), also one whose share of a step is empty."""
+    most = int(par.max(len(batches)))
+    return [(b, 1.0) for b in batches] + [(filler, 0.0)] * (most - len(batches))
+
+
 @torch.no_grad()
-def evaluate(model, stage, batches, device) -> tuple[float, dict[str, float]]:
-    """Mean loss over all loss units of the validation set, plus the stage's metrics (e.g. rm accuracy)."""
-    model.eval()
-    total, count, metrics = 0.0, 0, {}
-    for batch in batches:
-        out = stage.loss(model, batch.to(device))
-        total += out.loss_sum.item()
-        count += out.num_targets
-        _accumulate(metrics, out.metrics)
-    model.train()
-    return total / max(count, 1), {k: v / max(count, 1) for k, v in metrics.items()}
+def evaluate(train_module, batches, par, filler) -> tuple[float, dict[str, float]]:
+    """Mean loss over all loss units of the validation set, plus the stage's metrics (e.g. rm accuracy); each
+    process scores its share of the micro-batches and the sums are reduced."""
+    train_module.eval()
+    total, count, metrics = 0.0, 0.0, {}
+    for batch, weight in evenly(batches[par.rank::par.world], par, filler):
+        out = train_module(batch.to(par.device))
+        total += weight * out.loss_sum.item()
+        count += weight * out.num_targets
+        _accumulate(metrics, out.metrics, weight)  # zero-weight too: every process reduces the same keys
+    train_module.train()
+    total, count = par.sum(total), par.sum(count)
+    return total / max(count, 1), {k: par.sum(v) / max(count, 1) for k, v in sorted(metrics.items())}
 
 
 def fit(s: TrainingSetup, show_progress: bool = True) -> RunResult:
     """Train from `s.state.step` to `s.max_steps` (or an early stop) and save the run."""
-    history = _trim_log(s.out, s.state.step) if s.resumed_from is not None and s.dist.rank == 0 else []
-    with Monitor(s.out, s.max_steps, s.state.step, enabled=s.dist.rank == 0, progress=show_progress) as monitor:
+    history = _trim_log(s.out, s.state.step) if s.resumed_from is not None and s.par.is_main else []
+    with Monitor(s.out, s.max_steps, s.state.step, enabled=s.par.is_main, progress=show_progress) as monitor:
         monitor.restore(history)  # the Monitor appends to the trimmed log: trim first
         return _Trainer(s, monitor).run()
 
 
 class _Trainer:
     def __init__(self, s: TrainingSetup, monitor: Monitor):
-        self.s, self.cfg, self.state, self.monitor = s, s.cfg, s.state, monitor
-        self.is_main = s.dist.rank == 0
-        self.train_model = torch.nn.parallel.DistributedDataParallel(s.model) if s.dist.world > 1 else s.model
-        self.best = BestWeights(s.out / CHECKPOINTS,
-                                enabled=self.is_main and (self.cfg.load_best or self.cfg.early_stopping_patience > 0))
+        self.s, self.cfg, self.state, self.monitor, self.par = s, s.cfg, s.state, monitor, s.par
+        self.is_main = s.par.is_main
+        # A zero-weight stand-in for a process with fewer micro-batches than the others (see `evenly`).
+        self.filler = s.stage.batches(s.train_examples[:1], s.plan.token_budget)[0]
+        self.best = BestWeights(s.out / CHECKPOINTS, enabled=self.cfg.load_best or self.cfg.early_stopping_patience > 0)
         if s.resumed_from is not None and not self.best.restore_from(s.resumed_from, self.state.best_step):
             self.state.best_eval = self.state.best_step = None  # no snapshot of that best: track from here on
         self.result = RunResult(s.out, s.max_steps, None)
@@ -99,7 +109,7 @@ class _Trainer:
         s, cfg, state = self.s, self.cfg, self.state
         if state.step == 0:
             self.evaluate(0)
-        s.model.train()
+        s.train_module.train()
         window = _Window()
         while state.step < s.max_steps:
             started = time.time()
@@ -114,78 +124,105 @@ class _Trainer:
                 logged, window = self.window_metrics(window, grad_norm), _Window()
             self.monitor.step(state.step, logged)
             if cfg.eval_steps and state.step % cfg.eval_steps == 0 and state.step < s.max_steps:
-                self.evaluate(state.step)
+                self.evaluate(state.step)  # every process sees the same reduced loss: they stop together
                 if cfg.early_stopping_patience and state.bad_evals >= cfg.early_stopping_patience:
                     log.warning("early stopping at step %d: eval loss has not improved for %d evaluations",
                                 state.step, cfg.early_stopping_patience)
                     self.result.stopped_early = True
                     break
-            if self.is_main and cfg.save_steps and state.step % cfg.save_steps == 0 and state.step < s.max_steps:
-                ckpt.save_checkpoint(s.out, state.step, s.model, s.optimizer, s.scheduler, dataclasses.asdict(state),
-                                     cfg.save_total_limit, save_result=self.write_checkpoint_files)
+            if cfg.save_steps and state.step % cfg.save_steps == 0 and state.step < s.max_steps:
+                self.save_checkpoint()
         if not self.result.stopped_early:  # an early stop has just evaluated this step
             self.evaluate(state.step)
         return self.finish()
 
     def train_step(self, step: int, window: "_Window") -> tuple[float, float, float]:
         """One optimizer step over this process's share of the step's rows: (mean loss, loss units, grad norm)."""
-        s, dist = self.s, self.s.dist
+        s, par = self.s, self.par
         rows = rows_for_step(len(s.train_examples), self.cfg.rows_per_step, step, self.cfg.seed, self.cfg.shuffle)
-        batches = s.stage.batches([s.train_examples[i] for i in rows[dist.rank::dist.world]], s.plan.token_budget)
-        units = dist.sum(sum(s.stage.loss_units(b) for b in batches), s.device)
+        batches = s.stage.batches([s.train_examples[i] for i in rows[par.rank::par.world]], s.plan.token_budget)
+        units = par.sum(sum(s.stage.loss_units(b) for b in batches))
+        planned = evenly(batches, par, self.filler)
         loss_sum = 0.0
-        for i, batch in enumerate(batches):
+        for i, (batch, weight) in enumerate(planned):
             batch = batch.to(s.device)
-            with _no_sync(self.train_model, sync=i == len(batches) - 1 or dist.world == 1):
-                output = s.stage.loss(self.train_model, batch)
-                # DDP averages gradients over processes, so scale by world to get the mean over all units.
-                (output.loss_sum * dist.world / max(units, 1)).backward()
-            loss_sum += output.loss_sum.item()
-            window.tokens += batch.num_tokens
-            window.rows += batch.num_samples
-            _accumulate(window.metrics, output.metrics)
-        loss = dist.sum(loss_sum, s.device) / max(units, 1)
-        grad_norm = _clip(s.model, self.cfg.max_grad_norm)
-        _check_finite(step + 1, {"loss": loss, "gradient norm": grad_norm}, self.cfg)  # before it reaches weights
-        s.optimizer.step()
+            with par.gradient_sync(s.train_module, sync=i == len(planned) - 1):
+                output = s.train_module(batch)
+                # Data-parallel gradients are averaged over processes: scale by world for the mean over all units.
+                loss = output.loss_sum * (weight * par.world / max(units, 1))
+                (s.scaler.scale(loss) if s.scaler else loss).backward()
+            loss_sum += weight * output.loss_sum.item()
+            window.tokens += weight * batch.num_tokens
+            window.rows += weight * batch.num_samples
+            _accumulate(window.metrics, output.metrics, weight)  # zero-weight too: the same keys on every process
+        loss = par.sum(loss_sum) / max(units, 1)
+        if s.scaler:
+            s.scaler.unscale_(s.optimizer)  # clip the true gradients
+        grad_norm = par.clip(s.train_module, self.cfg.max_grad_norm)
+        # Before anything reaches the weights. With fp16 loss scaling an overflowing step is expected now and then:
+        # the scaler skips it and lowers the scale, so only the loss itself must be finite.
+        _check_finite(step + 1, {"loss": loss, **({} if s.scaler else {"gradient norm": grad_norm})}, self.cfg)
+        if s.scaler:
+            s.scaler.step(s.optimizer)
+            s.scaler.update()
+        else:
+            s.optimizer.step()
         s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
         return loss, units, grad_norm
 
     def window_metrics(self, window: "_Window", grad_norm: float) -> dict[str, float]:
-        s = self.s
+        s, par = self.s, self.par
         seconds = max(window.seconds, 1e-9)
-        tokens, rows = s.dist.sum(window.tokens, s.device), s.dist.sum(window.rows, s.device)
+        tokens, rows = par.sum(window.tokens), par.sum(window.rows)
         self.totals.tokens += tokens
         self.totals.rows += rows
         self.totals.seconds += seconds
+        metrics = {k: par.sum(v) / max(window.units, 1) for k, v in sorted(window.metrics.items())}
         return {"epoch": self.state.step / s.steps_per_epoch, "loss": window.loss / max(window.units, 1),
                 "lr": s.scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens_per_s": tokens / seconds,
-                "samples_per_s": rows / seconds, **{k: v / max(window.units, 1) for k, v in window.metrics.items()}}
+                "samples_per_s": rows / seconds, **metrics}
 
     def evaluate(self, step: int) -> None:
         s, state = self.s, self.state
         if not s.val_batches:
             return
-        loss, metrics = evaluate(s.model, s.stage, s.val_batches, s.device)
+        loss, metrics = evaluate(s.train_module, s.val_batches, self.par, self.filler)
         _check_finite(step, {"eval loss": loss}, self.cfg)
         self.result.eval_metrics = metrics
         self.monitor.evaluation(step, loss, {f"eval_{k}": v for k, v in metrics.items()})
         if state.best_eval is None or loss < state.best_eval:
             state.best_eval, state.best_step, state.bad_evals = loss, step, 0
-            self.best.save(s.model, step)
+            if self.best.enabled:
+                tensors = self.par.trainable_state(s.model)  # every process takes part in gathering
+                if self.is_main:
+                    self.best.save(tensors, step)
         else:
             state.bad_evals += 1
 
-    def write_checkpoint_files(self, folder: Path) -> None:
-        save_result(folder, self.s.model, self.s.tokenizer, self.cfg)
-        self.best.copy_into(folder)
+    def save_checkpoint(self) -> None:
+        """Every process gathers its part of the states; the main process writes them."""
+        s, par = self.s, self.par
+        full = par.model_state(s.model)
+        trainable = par.trainable_state(s.model) if hasattr(s.model, "peft_config") else None
+        optimizer = par.optimizer_state(s.model, s.optimizer)
+        rng_states = par.gather(ckpt.rng_state())
+        self.state.scaler = s.scaler.state_dict() if s.scaler else {}
+        if self.is_main:
+            def files(folder: Path) -> None:
+                save_result(folder, s.model, s.tokenizer, self.cfg, full)
+                self.best.copy_into(folder)
+
+            ckpt.save_checkpoint(s.out, self.state.step, trainable, optimizer, s.scheduler,
+                                 dataclasses.asdict(self.state), self.cfg.save_total_limit, save_result=files,
+                                 rng_states=rng_states)
+        par.barrier()
 
     def finish(self) -> RunResult:
         s, state, result = self.s, self.state, self.result
         result.steps = result.weights_step = state.step
         if self.best.enabled and state.best_step is not None and state.best_step != state.step:
-            self.best.load(s.model)
+            self.par.load_trainable(s.model, self.best.load())
             result.weights_step = state.best_step
             log.info("the run keeps the weights of step %d, its best evaluation (eval loss %.4f), not of step %d",
                      state.best_step, state.best_eval, state.step)
@@ -194,8 +231,9 @@ class _Trainer:
         result.samples_per_s = self.totals.rows / max(self.totals.seconds, 1e-9)
         result.train_loss = result.losses[-1] if result.losses else None
         result.eval_losses = self.monitor.eval_points
+        full = self.par.model_state(s.model)
         if self.is_main:
-            save_result(s.out, s.model, s.tokenizer, self.cfg)
+            save_result(s.out, s.model, s.tokenizer, self.cfg, full)
             self.best.discard()
             best = ({"best_step": state.best_step, "best_loss": round(state.best_eval, 6)}
                     if state.best_step is not None else {})
@@ -206,8 +244,10 @@ class _Trainer:
                                  "train_runtime_s": round(result.runtime_s, 2),
                                  "samples_per_s": round(result.samples_per_s, 4),
                                  "tokens_per_s": round(result.tokens_per_s, 2), "trainable_params": s.trainable_params,
+                                 "processes": self.par.world, "precision": s.precision.name,
                                  "micro_batch_tokens": s.plan.token_budget,
                                  "gradient_checkpointing": s.plan.checkpointing, **gpu})
+        self.par.barrier()
         return result
 
 
@@ -223,9 +263,9 @@ class _Window:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _accumulate(into: dict[str, float], metrics: dict[str, float]) -> None:
+def _accumulate(into: dict[str, float], metrics: dict[str, float], weight: float = 1.0) -> None:
     for key, value in metrics.items():
-        into[key] = into.get(key, 0.0) + value
+        into[key] = into.get(key, 0.0) + weight * value
 
 
 def _check_finite(step: int, values: dict[str, float], cfg: TrainConfig) -> None:
@@ -242,24 +282,3 @@ def _trim_log(out: Path, step: int) -> list[dict]:
     kept = [r for r in read_log(out) if r.get("step", 0) <= step and not r.get("done")]
     rewrite_log(out, kept)
     return kept
-
-
-class _no_sync:
-    """Skip DDP's gradient all-reduce on all but the last micro-batch of a step (a no-op without DDP)."""
-
-    def __init__(self, model, sync: bool):
-        self.ctx = model.no_sync() if (not sync and hasattr(model, "no_sync")) else None
-
-    def __enter__(self):
-        return self.ctx.__enter__() if self.ctx else None
-
-    def __exit__(self, *exc):
-        return self.ctx.__exit__(*exc) if self.ctx else False
-
-
-def _clip(model, max_norm: float) -> float:
-    params = [p for p in model.parameters() if p.grad is not None]
-    if not params:
-        return 0.0
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
-    return float(norm)

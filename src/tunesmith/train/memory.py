@@ -20,6 +20,9 @@ from tunesmith.config import TrainConfig
 log = logging.getLogger("tunesmith")
 HIDDEN_COPIES, INTERMEDIATE_COPIES = 20, 10  # values per token and layer, in units of hidden / intermediate size
 USABLE = 0.6  # share of the free memory given to activations; the rest absorbs fragmentation and the optimizer
+# On a CPU a micro-batch of 2,048 tokens already runs at full speed: bigger ones (a whole 16-row step) measured the
+# same samples/s at about 3x the peak memory (BENCHMARKS.md, "levers"), so CPUs stop there.
+CPU_TOKEN_CAP = 2048
 
 
 @dataclass
@@ -53,10 +56,11 @@ def activation_bytes_per_token(config, dtype: torch.dtype, checkpointing: bool) 
 
 
 def plan_memory(cfg: TrainConfig, model, device: torch.device, free: int | None = None,
-                saved: dict | None = None) -> MemoryPlan:
+                saved: dict | None = None, trains_all_weights: bool = False, processes: int = 1) -> MemoryPlan:
     """Explicit settings win; `max_tokens_per_batch: 0` and `gradient_checkpointing: auto` are decided here from
-    `free` bytes (default: measured now). `saved`: the plan of the checkpoint being resumed, reused as it is so the
-    resumed steps group rows exactly as the interrupted run did (free memory differs from one start to the next)."""
+    `free` bytes (default: measured now, shared by `processes` on a CPU). `saved`: the plan of the checkpoint being
+    resumed, reused as it is so the resumed steps group rows exactly as the interrupted run did (free memory differs
+    from one start to the next)."""
     if saved and not cfg.max_tokens_per_batch and cfg.gradient_checkpointing == "auto":
         plan = MemoryPlan(**saved)
         log.info("micro-batches of up to %d tokens%s, as planned by the run being resumed", plan.token_budget,
@@ -64,8 +68,10 @@ def plan_memory(cfg: TrainConfig, model, device: torch.device, free: int | None 
         return plan
     # Gradients and AdamW's two moments appear at the first step: reserve them (fp32, 12 bytes per trained value).
     # Adapters train ~1% of the weights, which the USABLE margin covers.
-    trained = sum(p.numel() for p in model.parameters()) if cfg.method in ("full", "freeze") else 0
-    free = max((free_memory(device) if free is None else free) - 12 * trained, 0)
+    trained = sum(p.numel() for p in model.parameters()) if trains_all_weights else 0
+    if free is None:  # processes on one CPU share its memory; each GPU process has its own device
+        free = free_memory(device) // (processes if device.type == "cpu" else 1)
+    free = max(free - 12 * trained, 0)
     dtype = next(model.parameters()).dtype
     most = cfg.rows_per_step * cfg.cutoff_len  # a whole optimizer step in one micro-batch: nothing to gain above
     checkpointing = cfg.gradient_checkpointing
@@ -76,6 +82,8 @@ def plan_memory(cfg: TrainConfig, model, device: torch.device, free: int | None 
     budget = cfg.max_tokens_per_batch
     if not budget:
         budget = int(min(max(USABLE * free // per_token, cfg.cutoff_len), most))
+        if device.type == "cpu":  # measured: above ~2k tokens a CPU micro-batch is no faster, only bigger
+            budget = min(budget, max(CPU_TOKEN_CAP, cfg.cutoff_len))
     plan = MemoryPlan(budget, bool(checkpointing), free, per_token)
     log.info("micro-batches of up to %d tokens (%.1f GiB free, ~%.1f MB of activations per token)%s", budget,
              free / 2**30, per_token / 1e6, "; activation checkpointing on" if plan.checkpointing else "")

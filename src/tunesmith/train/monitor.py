@@ -12,12 +12,12 @@ strict-JSON object per line:
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
+
+from tunesmith.run import LOG_FILE, PLOT_FILE, TrainLog
 
 log = logging.getLogger(__name__)
 OVERFIT_EVALS = 3  # eval loss rising this many times in a row while train loss falls -> warn
@@ -44,7 +44,7 @@ class Monitor:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 
-        self.log_file = (output_dir / "trainer_log.jsonl").open("a", encoding="utf-8")
+        self.log_file = (output_dir / LOG_FILE).open("a", encoding="utf-8")
         self.tb = SummaryWriter(str(output_dir / "tensorboard"))
         self.bar = tqdm(total=max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
                         disable=not progress)
@@ -58,9 +58,8 @@ class Monitor:
                 self.eval_points.append((rec["step"], rec["eval_loss"]))
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self.enabled:  # strict JSON: a non-finite number (never expected: the loop stops on one) becomes null
-            record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-            self.log_file.write(json.dumps(record, allow_nan=False) + "\n")
+        if self.enabled:
+            self.log_file.write(TrainLog.line(record))
             self.log_file.flush()
 
     def step(self, step: int, metrics: dict[str, float] | None) -> dict[str, Any] | None:
@@ -133,7 +132,7 @@ class Monitor:
             self.bar.close()
             self.tb.close()
             self.log_file.close()
-            plot_losses(self.train_points, self.eval_points, self.output_dir / "loss.png")
+            plot_losses(self.train_points, self.eval_points, self.output_dir / PLOT_FILE)
 
     def __enter__(self) -> "Monitor":
         return self

@@ -6,6 +6,7 @@ import torch
 
 from tunesmith.config import TrainConfig
 from tunesmith.errors import ConfigError
+from tunesmith.extras import require
 
 
 def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -13,18 +14,13 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw_8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError:
-            raise ConfigError("config: optimizer=adamw_8bit needs bitsandbytes; pip install bitsandbytes "
-                              "or use optimizer=adamw") from None
+        bnb = require("bitsandbytes", f"optimizer={cfg.optimizer} (or use optimizer=adamw)")
         return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     if cfg.optimizer.startswith("paged_"):
         # Paged optimizers move their state to CPU RAM under GPU memory pressure: CUDA unified memory only.
         if not torch.cuda.is_available():
             raise ConfigError(f"config: optimizer={cfg.optimizer} needs a CUDA GPU; use adamw or adamw_8bit here")
-        import bitsandbytes as bnb
-
+        bnb = require("bitsandbytes", f"optimizer={cfg.optimizer}")
         cls = bnb.optim.PagedAdamW8bit if cfg.optimizer == "paged_adamw_8bit" else bnb.optim.PagedAdamW
         return cls(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

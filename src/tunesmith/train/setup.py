@@ -14,26 +14,22 @@ from pathlib import Path
 import torch
 
 from tunesmith.config import TrainConfig
-from tunesmith.data.dataset import load_items
+from tunesmith.data.dataset import DataSpec, load_items
 from tunesmith.data.packing import Example, MicroBatch
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ConfigError
-from tunesmith.model.adapters import attach_adapter, count_parameters
 from tunesmith.model.attention import use_varlen_attention, wants_varlen
-from tunesmith.model.loader import (
-    check_quantizable,
-    load_model,
-    load_tokenizer,
-    pick_dtype,
-    quantization_config,
-    resolve_model,
-)
+from tunesmith.model.loader import load_model, load_tokenizer, resolve_model
+from tunesmith.model.methods import get_method
+from tunesmith.model.methods.base import count_parameters
 from tunesmith.run import CONFIG_FILE, clear_results, is_finished, is_run, latest_checkpoint
+from tunesmith.stages import get_stage
+from tunesmith.stages.base import Stage
 from tunesmith.train import checkpoint as ckpt
-from tunesmith.train.dist import Dist
 from tunesmith.train.memory import MemoryPlan, plan_memory
 from tunesmith.train.optim import build_optimizer, build_scheduler
-from tunesmith.train.stages import Stage, get_stage
+from tunesmith.train.parallel import Parallel
+from tunesmith.train.precision import Precision, choose_precision, keep_trainable_in
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +43,9 @@ class TrainerState:
     best_step: int | None = None
     bad_evals: int = 0
     memory_plan: dict = field(default_factory=dict)
+    rows_per_step: int = 0  # over all processes: a resume must keep it
+    world_size: int = 1
+    scaler: dict = field(default_factory=dict)  # fp16 loss scaling: the scale reached so far
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainerState":
@@ -58,14 +57,15 @@ class TrainerState:
 class TrainingSetup:
     cfg: TrainConfig
     out: Path
-    dist: Dist
+    par: Parallel
     device: torch.device
     tokenizer: object
     template: Template
     stage: Stage
     train_examples: list[Example]
     val_batches: list[MicroBatch]
-    model: torch.nn.Module
+    model: torch.nn.Module  # the model itself (what is saved)
+    train_module: torch.nn.Module  # what the loop calls: the stage's loss as a forward, wrapped for the strategy
     plan: MemoryPlan
     optimizer: torch.optim.Optimizer
     scheduler: object
@@ -73,6 +73,8 @@ class TrainingSetup:
     max_steps: int
     steps_per_epoch: int
     trainable_params: int
+    precision: Precision
+    scaler: object | None  # torch.amp.GradScaler for fp16
     resumed_from: Path | None = None
 
 
@@ -86,105 +88,128 @@ def check_output_dir(cfg: TrainConfig) -> Path:
     return out
 
 
-def prepare_output_dir(cfg: TrainConfig, resuming: bool, is_main: bool) -> Path:
-    """A fresh run must not mix with an earlier one: refuse, or (overwrite_output_dir) clear its results first."""
+def check_fresh(cfg: TrainConfig, resuming: bool) -> None:
+    """A fresh run must not mix with an earlier one: without overwrite_output_dir, a folder holding a run is
+    refused (read-only: every process checks before the main one writes anything)."""
+    out = check_output_dir(cfg)
+    if is_run(out) and not resuming and not cfg.overwrite_output_dir:
+        latest = latest_checkpoint(out)
+        if is_finished(out):
+            what, fix = "a finished run", "set overwrite_output_dir=true to train it again from scratch"
+        elif latest is not None:
+            what, fix = (f"an unfinished run (last checkpoint {latest.name})",
+                         "set resume=true to continue it, or overwrite_output_dir=true to start over")
+        else:
+            what, fix = ("an unfinished run with no checkpoint to resume from",
+                         "set overwrite_output_dir=true to start over")
+        raise ConfigError(f"config: output_dir={out} already holds {what}; {fix}, or pick another output_dir")
+
+
+def prepare_output_dir(cfg: TrainConfig, resuming: bool) -> Path:
+    """The main process's part: clear an earlier run's results (overwrite_output_dir) and create the folder."""
     out = check_output_dir(cfg)
     if is_run(out) and not resuming:
-        if not cfg.overwrite_output_dir:
-            latest = latest_checkpoint(out)
-            if is_finished(out):
-                what, fix = "a finished run", "set overwrite_output_dir=true to train it again from scratch"
-            elif latest is not None:
-                what, fix = (f"an unfinished run (last checkpoint {latest.name})",
-                             "set resume=true to continue it, or overwrite_output_dir=true to start over")
-            else:
-                what, fix = ("an unfinished run with no checkpoint to resume from",
-                             "set overwrite_output_dir=true to start over")
-            raise ConfigError(f"config: output_dir={out} already holds {what}; {fix}, or pick another output_dir")
-        if is_main:
-            clear_results(out)
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        clear_results(out)
+    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def save_result(folder: Path, model, tokenizer, cfg: TrainConfig) -> None:
+def save_result(folder: Path, model, tokenizer, cfg: TrainConfig, state_dict: dict | None = None) -> None:
     """What a finished run (and every checkpoint) holds: the adapter or complete model, the tokenizer carrying the
-    training template, and the resolved config."""
-    model.save_pretrained(folder)
+    training template, and the resolved config. `state_dict`: the full weights when the model is sharded."""
+    model.save_pretrained(folder, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(folder)
     cfg.save(folder / CONFIG_FILE)
+
+
+def check_distributed(cfg: TrainConfig, stage: Stage, method) -> None:
+    """Refuse, before any process starts or loads a model, a combination that cannot work."""
+    world = cfg.world_size
+    if cfg.distributed == "fsdp" and method.name == "qlora" and not torch.cuda.is_available():
+        raise ConfigError("config: distributed=fsdp with method=qlora needs CUDA GPUs (bitsandbytes' 4-bit weights "
+                          "shard only there); use distributed=ddp on CPUs")
+    if cfg.distributed == "fsdp" and stage.name == "dpo" and not method.saves_adapter and world > 1:
+        raise ConfigError("config: stage=dpo with method=full/freeze keeps a frozen reference copy, which "
+                          "distributed=fsdp does not shard; use method=lora (its reference is the base itself) or "
+                          "distributed=ddp")
+    if cfg.torch_compile and cfg.distributed == "fsdp" and world > 1:
+        raise ConfigError("config: torch_compile=true is not combined with distributed=fsdp yet; set one of them off")
 
 
 def setup(cfg: TrainConfig) -> TrainingSetup:
     from transformers import set_seed  # imports most of the ML stack: after the cheap checks below
 
-    dist = Dist()
-    is_main = dist.rank == 0
     check_output_dir(cfg)
     candidates = ckpt.find_resume_checkpoints(cfg.output_dir, cfg.resume)
     if candidates:
         ckpt.check_same_training(cfg, candidates[0])
-    splits = load_items(cfg)  # every row is checked here, before the model loads
-    device = dist.device(cfg.device)
+    stage, method = get_stage(cfg.stage, cfg), get_method(cfg.method, cfg)
+    check_distributed(cfg, stage, method)
+    splits = load_items(DataSpec.from_settings(cfg), stage.check_row)  # every row checked before the model loads
+    par = Parallel(cfg)
+    device = par.device
     source = resolve_model(cfg.model)
     tokenizer = load_tokenizer(source)
     template = get_template(cfg.template, tokenizer)
-    stage = get_stage(cfg)
-    train_examples = stage.encode(splits.train, template, tokenizer, cfg, "train")
-    val_examples = stage.encode(splits.val, template, tokenizer, cfg, "validation")
-    _apply_template(tokenizer, template)  # what the run saves: chat renders prompts exactly as training did
-    dtype = pick_dtype(cfg.dtype, device)
-    quantization = None
-    if cfg.method == "qlora":
-        if cfg.quantization_bit == 4:
-            check_quantizable(source, stage.head)
-        quantization = quantization_config(cfg.quantization_bit, cfg.quantization_type, cfg.double_quantization,
-                                           dtype)
-    out = prepare_output_dir(cfg, resuming=bool(candidates), is_main=is_main)
-    if is_main:
+    train_examples = stage.encode(splits.train, template, tokenizer, "train")
+    val_examples = stage.encode(splits.val, template, tokenizer, "validation")
+    template.apply_to(tokenizer)  # what the run saves: chat renders prompts exactly as training did
+    precision = choose_precision(cfg.dtype, device)
+    method.check_base(source, stage.head)
+    quantization = method.quantization(precision.compute)
+    check_fresh(cfg, resuming=bool(candidates))
+    par.barrier()  # every process has looked at the folder before the main one changes it
+    out = check_output_dir(cfg)
+    if par.is_main:
+        prepare_output_dir(cfg, resuming=bool(candidates))
         cfg.save(out / CONFIG_FILE)
+    par.barrier()  # the main process has cleared or created the run directory
 
     set_seed(cfg.seed)
-    base = load_model(source, dtype, device, quantization, head=stage.head)
+    base = load_model(source, precision.storage(method.saves_adapter), device, quantization, head=stage.head)
     base.config.pad_token_id = tokenizer.pad_token_id
     if wants_varlen(device, base):
         use_varlen_attention(base)
-    state = TrainerState()
+    state = TrainerState(rows_per_step=cfg.rows_per_step, world_size=par.world)
     saved_plan = ckpt.read_state(candidates[0]).get("memory_plan") if candidates else None
-    plan = plan_memory(cfg, base, device, saved=saved_plan)
+    plan = plan_memory(cfg, base, device, saved=saved_plan, trains_all_weights=not method.saves_adapter,
+                       processes=par.local_world)
+    # Every process plans from its own free memory; they agree on the smallest budget (and on recomputing if any
+    # must), so all of them group rows the same way.
+    plan = MemoryPlan(int(-par.max(-plan.token_budget)), bool(par.max(float(plan.checkpointing))), plan.free_bytes,
+                      plan.bytes_per_token)
     state.memory_plan = dataclasses.asdict(plan)
-    model = attach_adapter(base, dataclasses.replace(cfg, gradient_checkpointing=plan.checkpointing),
-                           heads=stage.heads)
+    model = method.wrap(base, plan.checkpointing, stage.heads)
+    keep_trainable_in(model, precision.trainable)
     if cfg.torch_compile:
         compile_layers(model)
     val_batches = stage.batches(val_examples, plan.token_budget)
-    stage.prepare(model)
+    stage.prepare(model)  # before sharding: DPO's frozen reference copy is made from whole weights
     trainable, total = count_parameters(model)
+    train_module = par.wrap(model, stage, lambda: precision.autocast(device))
     steps_per_epoch = math.ceil(len(train_examples) / cfg.rows_per_step)
     max_steps = cfg.max_steps or math.ceil(cfg.num_epochs * steps_per_epoch)
     log.info("model %s on %s: %s trainable of %s parameters (%.2f%%); %d train rows, %d validation rows, "
-             "%d steps of %d rows", cfg.model or "embedded SmolLM2-135M-Instruct", device, f"{trainable:,}",
-             f"{total:,}", 100 * trainable / total, len(train_examples), len(val_examples), max_steps,
-             cfg.rows_per_step)
-    optimizer = build_optimizer(model.parameters(), cfg)
+             "%d steps of %d rows (%d per process x %d accumulation%s); precision %s%s",
+             cfg.model or "embedded SmolLM2-135M-Instruct", device, f"{trainable:,}", f"{total:,}",
+             100 * trainable / max(total, 1), len(train_examples), len(val_examples), max_steps, cfg.rows_per_step,
+             cfg.per_device_batch_size, cfg.gradient_accumulation_steps,
+             f" x {par.world} processes, {par.strategy}" if par.world > 1 else "", precision.name,
+             " (this CPU has fast bf16)" if device.type == "cpu" and precision.mixed else "")
+    optimizer = build_optimizer(train_module.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, max_steps)
     resumed_from = None
     if candidates:
-        resumed_from, saved = ckpt.resume(candidates, model, optimizer, scheduler)
-        state = TrainerState.from_dict({**saved, "memory_plan": state.memory_plan})
+        resumed_from, saved = ckpt.resume(candidates, model, optimizer, scheduler, par)
+        state = TrainerState.from_dict({**saved, "memory_plan": state.memory_plan, "rows_per_step": cfg.rows_per_step,
+                                        "world_size": par.world})
         log.info("resumed from %s at step %d", resumed_from, state.step)
-    if dist.world > 1 and stage.head == "score":
-        raise ConfigError("config: stage=rm runs in one process for now (its score head is called outside DDP's "
-                          "forward); run it without torchrun")
-    return TrainingSetup(cfg, out, dist, device, tokenizer, template, stage, train_examples, val_batches, model, plan,
-                         optimizer, scheduler, state, max_steps, steps_per_epoch, trainable, resumed_from)
-
-
-def _apply_template(tokenizer, template: Template) -> None:
-    tokenizer.chat_template = template.chat_template
-    if template.stop != tokenizer.eos_token:
-        tokenizer.eos_token = template.stop
+    scaler = torch.amp.GradScaler(device.type) if precision.scaler else None
+    if scaler is not None and state.scaler:
+        scaler.load_state_dict(state.scaler)
+    return TrainingSetup(cfg, out, par, device, tokenizer, template, stage, train_examples, val_batches, model,
+                         train_module, plan, optimizer, scheduler, state, max_steps, steps_per_epoch, trainable,
+                         precision, scaler, resumed_from)
 
 
 def compile_layers(model) -> None:

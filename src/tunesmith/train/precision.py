@@ -1,0 +1,78 @@
+"""Numeric precision for training, as users of HF Trainer expect it: mixed precision keeps trainable weights and
+optimizer state in fp32 and runs the forward pass in bf16 (or fp16 with a gradient scaler) under autocast; pure
+low-precision weights only when asked for (`dtype=pure_bf16|pure_fp16`).
+
+`dtype=auto` chooses per device: bf16 mixed on GPUs with bf16 and on CPUs with fast bf16 (AVX512-BF16 or AMX:
+bf16 matmuls run 2-3x fp32 there), fp16 mixed on older GPUs, fp32 elsewhere (on an AVX2-only CPU bf16 matmuls run
+at about 1 GFLOP/s). With an adapter method the frozen base weights are stored in the compute dtype: they are only
+read, so bf16 storage loses nothing autocast would not lose anyway, and halves their memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+@dataclass(frozen=True)
+class Precision:
+    compute: torch.dtype  # what the forward pass runs in
+    trainable: torch.dtype  # what trained weights (and so the optimizer state) are kept in
+    mixed: bool  # autocast from `trainable` to `compute`
+    scaler: bool  # fp16: scale the loss so small gradients survive
+
+    @property
+    def name(self) -> str:
+        if not self.mixed:
+            return NAMES[self.compute] if self.compute == torch.float32 else f"pure {NAMES[self.compute]}"
+        return f"{NAMES[self.compute]} mixed"
+
+    def storage(self, adapter_method: bool) -> torch.dtype:
+        """The dtype to load the base in: frozen under an adapter (compute dtype), else the trainable dtype."""
+        return self.compute if adapter_method else self.trainable
+
+    def autocast(self, device: torch.device):
+        if not self.mixed:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.compute)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix instructions. From the kernel's CPU flags (Linux), else torch's own probe."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    except (OSError, StopIteration):
+        probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+        return bool(probe and probe())
+
+
+def choose_precision(requested: str, device: torch.device) -> Precision:
+    fp32, bf16, fp16 = torch.float32, torch.bfloat16, torch.float16
+    if requested == "auto":
+        if device.type == "cuda":
+            requested = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu" and cpu_has_fast_bf16():
+            requested = "bf16"
+        else:
+            requested = "fp32"
+    choice = {"fp32": Precision(fp32, fp32, False, False), "bf16": Precision(bf16, fp32, True, False),
+              "fp16": Precision(fp16, fp32, True, True),
+              "pure_bf16": Precision(bf16, bf16, False, False), "pure_fp16": Precision(fp16, fp16, False, False)}
+    return choice[requested]
+
+
+def keep_trainable_in(model, dtype: torch.dtype) -> None:
+    """Trained weights in `dtype` (fp32 for mixed precision), whatever the base was loaded in (e.g. a reward head
+    copied from a bf16 base)."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != dtype and p.dtype.is_floating_point:
+            p.data = p.data.to(dtype)

@@ -1,0 +1,77 @@
+"""Mixed precision as HF Trainer users expect it, file order kept with shuffle=false, and the per-device choice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import write_jsonl
+from tunesmith.config import load_config
+from tunesmith.data.dataset import DataSpec, load_items
+from tunesmith.train import precision as prec
+from tunesmith.train.loop import rows_for_step, train
+
+
+def losses(out) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (out / "trainer_log.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_shuffle_false_keeps_file_order_end_to_end(tmp_path):
+    rows = [{"instruction": f"question {i}", "output": f"answer {i}"} for i in range(10)]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    splits = load_items(DataSpec(dataset=str(path), val_size=2, shuffle=False))
+    assert [c.messages[0]["content"] for c in splits.train] == [f"question {i}" for i in range(8)]
+    assert [c.messages[0]["content"] for c in splits.val] == ["question 8", "question 9"]  # from the end
+    assert [rows_for_step(8, 3, step, seed=1, shuffle=False) for step in range(4)] == [
+        [0, 1, 2], [3, 4, 5], [6, 7], [0, 1, 2]]
+    shuffled = load_items(DataSpec(dataset=str(path), val_size=2, shuffle=True))
+    assert [c.messages[0]["content"] for c in shuffled.train] != [f"question {i}" for i in range(8)]
+
+
+@pytest.mark.parametrize("fast_bf16, device, expected", [(True, "cpu", "bf16 mixed"), (False, "cpu", "fp32")])
+def test_auto_picks_bf16_only_where_it_is_fast(monkeypatch, fast_bf16, device, expected):
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: fast_bf16)
+    assert prec.choose_precision("auto", torch.device(device)).name == expected
+    assert prec.choose_precision("bf16", torch.device("cpu")).name == "bf16 mixed"  # asked for: always honoured
+    assert prec.choose_precision("pure_bf16", torch.device("cpu")).name == "pure bf16"
+    assert prec.choose_precision("fp16", torch.device("cpu")).scaler
+
+
+def test_bf16_mixed_tracks_fp32_far_closer_than_pure_bf16(tiny_model_dir, alpaca_file, tmp_path):
+    curves = {}
+    for dtype in ("fp32", "bf16", "pure_bf16"):
+        out = tmp_path / dtype
+        train(load_config(None, [f"model={tiny_model_dir}", f"dataset={alpaca_file}", f"output_dir={out}",
+                                 "method=full", "max_steps=12", "per_device_batch_size=4",
+                                 "gradient_accumulation_steps=1", "learning_rate=2e-3", "lr_scheduler=constant",
+                                 f"dtype={dtype}"]), show_progress=False)
+        curves[dtype] = losses(out)
+    mixed = max(abs(a - b) for a, b in zip(curves["bf16"], curves["fp32"]))
+    pure = max(abs(a - b) for a, b in zip(curves["pure_bf16"], curves["fp32"]))
+    assert curves["fp32"][-1] < curves["fp32"][0]
+    assert mixed < 0.05 and mixed * 3 < pure, (mixed, pure)  # pure bf16 loses small AdamW updates to rounding
+
+
+def test_mixed_precision_keeps_trainable_weights_fp32_and_the_frozen_base_in_bf16(tiny_model_dir, alpaca_file,
+                                                                                  tmp_path):
+    from tunesmith.train.setup import setup
+
+    s = setup(load_config(None, [f"model={tiny_model_dir}", f"dataset={alpaca_file}", f"output_dir={tmp_path / 'r'}",
+                                 "max_steps=1", "dtype=bf16"]))
+    trained = {p.dtype for p in s.model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in s.model.parameters() if not p.requires_grad}
+    assert trained == {torch.float32} and frozen == {torch.bfloat16}
+    assert all(v.dtype == torch.float32 for group in s.optimizer.param_groups for v in group["params"])
+
+
+def test_fp16_with_loss_scaling_trains_without_overflow(tiny_model_dir, alpaca_file, tmp_path):
+    out = tmp_path / "fp16"
+    result = train(load_config(None, [f"model={tiny_model_dir}", f"dataset={alpaca_file}", f"output_dir={out}",
+                                      "max_steps=8", "per_device_batch_size=4", "gradient_accumulation_steps=1",
+                                      "learning_rate=1e-2", "dtype=fp16"]), show_progress=False)
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in result.losses)
+    assert result.losses[-1] < result.losses[0]
+    done = json.loads((out / "trainer_log.jsonl").read_text().splitlines()[-1])
+    assert done["precision"] == "fp16 mixed"
