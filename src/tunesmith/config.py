@@ -19,19 +19,37 @@ from typing import Any
 
 import yaml
 
+from tunesmith.data.templates import FORMATS as TEMPLATE_FORMATS
 from tunesmith.errors import ConfigError
+from tunesmith.model.methods import METHODS as METHOD_REGISTRY
+from tunesmith.stages import STAGES as STAGE_REGISTRY
 
-STAGES = ("sft", "pt", "rm", "dpo")
-METHODS = ("full", "freeze", "lora", "dora", "qlora")
+
+class _Live:
+    """Choices read from a registry each time (a stage, method or template registered at run time is valid)."""
+
+    def __init__(self, *sources):
+        self.sources = sources
+
+    def __iter__(self):
+        return iter([name for source in self.sources for name in source])
+
+    def __contains__(self, value) -> bool:
+        return value in list(self)
+
+
+# Stages, methods and templates are registries (one module or entry each, listed without importing torch).
+STAGES, METHODS, TEMPLATES = _Live(STAGE_REGISTRY), _Live(METHOD_REGISTRY), _Live(("auto",), TEMPLATE_FORMATS)
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw", "paged_adamw_8bit", "sgd")
-DTYPES = ("auto", "fp32", "bf16", "fp16")
+DTYPES = ("auto", "fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
+DISTRIBUTED = ("auto", "ddp", "fsdp", "deepspeed")
 FORMATS = ("auto", "alpaca", "sharegpt", "openai", "text", "preference")
 # Keys that must never sit in a file that gets saved next to a model.
 SECRET_KEYS = {"token", "hf_token", "hub_token", "api_key"}
 
 
-def _f(default: Any, help: str, choices: tuple | None = None, **kw) -> Any:
+def _f(default: Any, help: str, choices=None, **kw) -> Any:
     meta = {"help": help, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
@@ -51,7 +69,7 @@ class TrainConfig:
     dataset_format: str = _f("auto", "Row format; auto-detected from the columns.", FORMATS)
     columns: dict[str, str] = _f({}, "Column mapping, canonical name -> your column, e.g. {instruction: question}.")
     max_samples: int = _f(0, "Use at most this many training rows (0 = all).")
-    template: str = _f("auto", "Prompt template: auto (the tokenizer's own), alpaca, chatml, llama3.")
+    template: str = _f("auto", "Prompt template: auto (the tokenizer's own chat template) or a named one.", TEMPLATES)
     system: str | None = _f(None, "System prompt added to rows that have none.")
     cutoff_len: int = _f(1024, "Maximum tokens per row; longer rows are truncated.")
     train_on_prompt: bool = _f(False, "Also compute the loss on prompts (default: answers only).")
@@ -62,7 +80,8 @@ class TrainConfig:
     # --- how long
     max_steps: int = _f(0, "Optimizer steps to run; 0 = num_epochs over the data.")
     num_epochs: float = _f(3.0, "Passes over the training data when max_steps is 0.")
-    per_device_batch_size: int = _f(2, "Rows per micro-batch (the padded-equivalent; see max_tokens_per_batch).")
+    per_device_batch_size: int = _f(2, "Rows per micro-batch on each process (the padded-equivalent; see "
+                                       "max_tokens_per_batch).")
     gradient_accumulation_steps: int = _f(8, "Micro-batches per optimizer step.")
     max_tokens_per_batch: int = _f(
         0, "Token budget of one packed micro-batch; 0 = auto, from free memory (rows per step stay fixed)."
@@ -79,10 +98,23 @@ class TrainConfig:
         (True, False, "auto"))
     torch_compile: bool = _f(False, "Compile the decoder layers with torch.compile (fuses the small ops; the first "
                                     "steps pay the compile time).")
-    dtype: str = _f("auto", "Weights/compute dtype: auto = bf16 on GPUs that support it, else fp32.", DTYPES)
+    dtype: str = _f("auto", "Precision: bf16/fp16 = mixed (weights and optimizer in fp32, compute under autocast; "
+                            "fp16 with loss scaling); pure_bf16/pure_fp16 = weights too; auto = bf16 on GPUs and on "
+                            "CPUs with AVX512-BF16/AMX, fp16 on older GPUs, else fp32.", DTYPES)
     device: str = _f("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")
     seed: int = _f(42, "Seed for shuffling, splitting, dropout and initialisation.")
     shuffle: bool = _f(True, "Reshuffle training rows every epoch; false = file order (e.g. to compare tools).")
+    # --- many processes and machines (tunesmith starts them itself; torchrun / accelerate launch work too)
+    distributed: str = _f("auto", "How processes share the work: auto (ddp with several processes), ddp (a full "
+                                  "copy each), fsdp (FSDP2: weights, gradients and optimizer state sharded), "
+                                  "deepspeed (ZeRO, see deepspeed).", DISTRIBUTED)
+    deepspeed: str = _f("zero2", "distributed=deepspeed: zero2, zero3, zero3_offload or a DeepSpeed JSON file.")
+    fsdp_cpu_offload: bool = _f(False, "distributed=fsdp: keep the sharded weights and optimizer state in CPU memory.")
+    nproc: int = _f(1, "Processes to start on this machine (one per GPU); 1 = this process trains alone.")
+    nnodes: int = _f(1, "Machines taking part; run the same command on each with its node_rank.")
+    node_rank: int = _f(0, "This machine's number, 0 .. nnodes-1 (0 hosts the rendezvous at master_addr).")
+    master_addr: str = _f("127.0.0.1", "Address of machine 0, reachable from every machine.")
+    master_port: int = _f(29500, "Port on machine 0 for the rendezvous.")
     # --- evaluation, checkpoints, logging
     eval_steps: int = _f(0, "Evaluate every N steps (0 = only at start and end).")
     save_steps: int = _f(0, "Write a checkpoint every N steps (0 = only the final adapter).")
@@ -150,13 +182,30 @@ class TrainConfig:
         if self.early_stopping_patience and not (self.eval_steps and (self.val_dataset or self.val_size)):
             raise ConfigError("config: early_stopping_patience needs evaluations during training; set eval_steps and "
                               "val_size (or val_dataset)")
+        for name in ("nproc", "nnodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise ConfigError(f"config: node_rank must be in 0..{self.nnodes - 1} (nnodes={self.nnodes}), "
+                              f"got {self.node_rank}")
+        if not 0 < self.master_port < 65536:
+            raise ConfigError(f"config: master_port must be a TCP port (1-65535), got {self.master_port}")
         if not self.dataset:
             raise ConfigError("config: dataset is required, e.g. dataset=examples/data/haneul_faq.jsonl")
         return self
 
     @property
     def rows_per_step(self) -> int:
-        return self.per_device_batch_size * self.gradient_accumulation_steps
+        """Rows per optimizer step over all processes: per process x accumulation x processes."""
+        return self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size
+
+    @property
+    def world_size(self) -> int:
+        """Processes training together: from the launcher when there is one (torchrun, accelerate launch),
+        else nproc x nnodes."""
+        import os
+
+        return int(os.environ.get("WORLD_SIZE") or self.nproc * self.nnodes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

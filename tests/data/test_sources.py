@@ -11,11 +11,12 @@ import pytest
 
 from tests.conftest import write_jsonl
 from tunesmith.config import TrainConfig
-from tunesmith.data.dataset import encode_items, load_items
+from tunesmith.data.dataset import DataSpec, load_items
 from tunesmith.data.formats import Conversation, Preference, to_canonical
 from tunesmith.data.sources import read_rows
 from tunesmith.data.templates import get_template
 from tunesmith.errors import DataError
+from tunesmith.stages import get_stage
 
 GOOD = '{"instruction": "Q", "output": "A"}'
 ROWS = [{"instruction": "Q", "output": "A"}] * 2
@@ -307,17 +308,18 @@ PREFS = [{"prompt": "Q", "chosen": "good", "rejected": "bad"}] * 3
 def test_stage_mismatch_stops_before_any_model(tmp_path, stage, rows, says):
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     with pytest.raises(DataError) as err:
-        load_items(TrainConfig(dataset=str(path), stage=stage))
+        load_items(DataSpec(dataset=str(path)), get_stage(stage, TrainConfig()).check_row)
     assert str(err.value).startswith(f"{path}:1: {says}")
 
 
 def test_preference_mapped_to_output_trains_with_sft(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", PREFS)
-    splits = load_items(TrainConfig(dataset=str(path), stage="sft", columns={"output": "chosen"}))
+    sft = get_stage("sft", TrainConfig())
+    splits = load_items(DataSpec(dataset=str(path), columns={"output": "chosen"}), sft.check_row)
     assert all(isinstance(item, Conversation) for item in splits.train)
 
 
 def test_encode_items_never_blames_cutoff_len_for_preference_rows(tokenizer):
     item = Preference([{"role": "user", "content": "Q"}], "good", "bad", location="p.jsonl:4")
     with pytest.raises(DataError, match=r"^p\.jsonl:4: this is a preference row .* use stage=dpo or stage=rm"):
-        encode_items([item], get_template("chatml", tokenizer), tokenizer, TrainConfig(stage="sft"), "train")
+        get_stage("sft", TrainConfig()).encode([item], get_template("chatml", tokenizer), tokenizer, "train")

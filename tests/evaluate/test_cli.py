@@ -31,8 +31,8 @@ def test_eval_two_models_side_by_side(tiny_model_dir, tmp_path, alpaca_file):
     assert [(b["name"], b["kind"], b["n"]) for b in results["benchmarks"]] == [("mc", "mc", 3), ("exact", "exact", 2)]
     for label in labels:
         m = results["metrics"][label]
-        assert set(m) == {"eval_loss", "perplexity", "eval_tokens", "mc/accuracy", "mc/accuracy_norm", "exact/accuracy", "exact/bleu",
-                          "exact/rouge_l"}
+        assert set(m) == {"eval_loss", "perplexity", "eval_tokens", "mc/accuracy", "mc/accuracy_norm", "exact/accuracy",
+                          "exact/bleu", "exact/rouge_l"}
         assert m["perplexity"] == pytest.approx(math.exp(m["eval_loss"]))
         assert 0 <= m["mc/accuracy"] <= 1 and 0 <= m["exact/bleu"] <= 100 and 0 <= m["exact/rouge_l"] <= 1
     a, b = (results["metrics"][lab] for lab in labels)

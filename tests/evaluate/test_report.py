@@ -64,6 +64,7 @@ def test_without_a_run_or_an_ab_there_is_no_empty_section():
 def test_curves_come_from_the_run_log_and_a_checkpoint_points_into_it(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints" / "step-4").mkdir(parents=True)
+    (run / "checkpoints" / "step-4" / "trainer_state.json").write_text("{}")  # what makes a folder a checkpoint
     records = [{"step": 0, "max_steps": 8, "eval_loss": 3.0}, {"step": 2, "loss": 2.9, "lr": 1e-3},
                {"step": 4, "loss": 2.5}, {"step": 4, "eval_loss": 2.6}, {"step": 4, "warning": "..."},
                {"step": 8, "done": True}]
@@ -86,7 +87,7 @@ def test_chart_axes_use_round_ticks():
 
 
 def test_the_report_and_the_table_say_which_scoring_each_accuracy_used():
-    from tunesmith.evaluate.runner import format_table
+    from tunesmith.evaluate.table import format_table
 
     scored = results()
     del scored["training"], scored["ab"]

@@ -41,7 +41,7 @@ def small_model_dir(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from tunesmith.data.templates import CHATML
+    from tunesmith.data.templates import FORMATS
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -51,7 +51,7 @@ def small_model_dir(tmp_path_factory) -> Path:
     bpe.train_from_iterator([f"{q} {a}" for q, a in QA] * 3, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                   unk_token="<|endoftext|>", pad_token="<|im_end|>")
-    tok.chat_template = CHATML
+    tok.chat_template = FORMATS["chatml"].jinja()
     return save_tiny_llama(tmp_path_factory.mktemp("small-llama"), tok)
 
 

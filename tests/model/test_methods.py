@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tunesmith.config import load_config
-from tunesmith.model.adapters import attach_adapter, count_parameters
+from tunesmith.model.methods import get_method
+from tunesmith.model.methods.base import count_parameters
 from tunesmith.train.loop import train
 
 HIDDEN, INTER, KV, LAYERS, R = 64, 128, 32, 2, 4
@@ -17,6 +18,10 @@ def config(tiny_model_dir, data, out, *extra):
     return load_config(None, [f"model={tiny_model_dir}", f"dataset={data}", f"output_dir={out}", "max_steps=8",
                               "per_device_batch_size=4", "gradient_accumulation_steps=1", "learning_rate=1e-2",
                               "lr_scheduler=constant", f"lora_rank={R}", "lora_alpha=8", *extra])
+
+
+def attach_adapter(base, cfg):
+    return get_method(cfg.method, cfg).wrap(base, checkpointing=False)
 
 
 def expected_trainable(method, base):
@@ -97,7 +102,8 @@ def test_qlora_base_is_bitsandbytes_quantized(tiny_model_dir, alpaca_file, tmp_p
     cfg = config(tiny_model_dir, alpaca_file, tmp_path / f"q{bits}", "method=qlora", f"quantization_bit={bits}")
     base = load_model(str(tiny_model_dir), torch.float32, torch.device("cpu"), quantization_config(bits))
     layer = (bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt)
-    assert all(isinstance(m, layer) for m in (base.model.layers[0].self_attn.q_proj, base.model.layers[1].mlp.down_proj))
+    assert all(isinstance(m, layer)
+               for m in (base.model.layers[0].self_attn.q_proj, base.model.layers[1].mlp.down_proj))
     model = attach_adapter(base, cfg)
     assert count_parameters(model)[0] == expected_trainable("lora", None)
     result = train(cfg, show_progress=False)

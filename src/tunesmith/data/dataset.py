@@ -1,16 +1,17 @@
-"""From config to encoded train/validation examples.
+"""From data files to encoded train/validation examples.
 
 Two phases on purpose: `load_items` reads and checks every row before any model is loaded (a bad row costs the
-user one second, not a model load), and `encode_items` tokenizes with the model's tokenizer and template.
+user one second, not a model load), and the stage encodes the rows with the model's tokenizer and template
+(`encode_items` for conversations, `encode_documents` for raw text).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from tunesmith.config import TrainConfig
 from tunesmith.data.formats import Conversation, Document, Preference, to_canonical
 from tunesmith.data.packing import IGNORE, Example
 from tunesmith.data.sources import read_rows
@@ -18,7 +19,27 @@ from tunesmith.data.templates import Template
 from tunesmith.errors import DataError
 
 log = logging.getLogger(__name__)
-Item = Conversation | Document
+Item = Conversation | Document | Preference
+
+
+@dataclass
+class DataSpec:
+    """Where the rows come from and how they are split (the data keys of the training config)."""
+
+    dataset: str | list[str]
+    val_dataset: str | list[str] | None = None
+    val_size: float = 0.0
+    dataset_format: str = "auto"
+    columns: dict[str, str] = field(default_factory=dict)
+    system: str | None = None
+    seed: int = 42
+    shuffle: bool = True
+    max_samples: int = 0
+
+    @classmethod
+    def from_settings(cls, settings) -> "DataSpec":
+        """From any object with these attributes (the training config)."""
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -33,53 +54,34 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _load(sources: list[str], cfg: TrainConfig) -> list[Item]:
+def _load(sources: list[str], spec: DataSpec, check_row: Callable[[Item], str | None] | None) -> list[Item]:
     items: list[Item] = []
     for source in sources:
-        items += to_canonical(read_rows(source), cfg.dataset_format, cfg.columns, cfg.system)
-    for item in items:  # here, before any model or tokenizer loads, rather than when the stage encodes
-        problem = stage_mismatch(item, cfg.stage)
+        items += to_canonical(read_rows(source), spec.dataset_format, spec.columns, spec.system)
+    for item in items if check_row else ():  # here, before any model or tokenizer loads
+        problem = check_row(item)
         if problem:
             raise DataError(f"{item.location}: {problem}")
     return items
 
 
-def stage_mismatch(item: Item | Preference, stage: str) -> str | None:
-    """Why `stage` cannot train on this kind of row, with the fix; None when it can."""
-    if stage == "pt":
-        if isinstance(item, Document):
-            return None
-        kind = "preference rows go to stage=dpo or stage=rm" if isinstance(item, Preference) \
-            else "use stage=sft for conversations"
-        return f"stage=pt trains on raw text; give rows with a 'text' column or .txt files ({kind})"
-    if stage in ("rm", "dpo"):
-        if isinstance(item, Preference):
-            return None
-        kind = "raw text (stage=pt)" if isinstance(item, Document) else "a conversation (stage=sft)"
-        return (f"stage={stage} needs preference rows (prompt, chosen, rejected), this row is {kind}; add "
-                "'chosen' and 'rejected' answers or change the stage")
-    if isinstance(item, Document):
-        return (f"raw text rows need stage=pt; for stage={stage} use instruction/output, conversations or messages "
-                "rows")
-    if isinstance(item, Preference):
-        return (f"this is a preference row (chosen/rejected), which stage={stage} cannot learn from; use stage=dpo "
-                "or stage=rm, or for stage=sft give an output/answer column (e.g. columns={output: chosen})")
-    return None
-
-
-def load_items(cfg: TrainConfig) -> Splits:
-    train = _load(_as_list(cfg.dataset), cfg)
-    random.Random(cfg.seed).shuffle(train)
-    if cfg.val_dataset:
-        val = _load(_as_list(cfg.val_dataset), cfg)
+def load_items(spec: DataSpec, check_row: Callable[[Item], str | None] | None = None) -> Splits:
+    """Every row, checked (by `check_row`, the stage's: why it cannot train on a row), then split. With
+    `shuffle=False` the rows keep file order and validation rows come from the end."""
+    train = _load(_as_list(spec.dataset), spec, check_row)
+    if spec.shuffle:
+        random.Random(spec.seed).shuffle(train)
+    if spec.val_dataset:
+        val = _load(_as_list(spec.val_dataset), spec, check_row)
     else:
-        n_val = int(cfg.val_size) if cfg.val_size >= 1 else round(len(train) * cfg.val_size)
+        n_val = int(spec.val_size) if spec.val_size >= 1 else round(len(train) * spec.val_size)
         if n_val >= len(train):
-            raise DataError(f"{_as_list(cfg.dataset)[0]}: val_size={cfg.val_size} leaves no training rows "
+            raise DataError(f"{_as_list(spec.dataset)[0]}: val_size={spec.val_size} leaves no training rows "
                             f"out of {len(train)}; lower val_size")
-        val, train = train[:n_val], train[n_val:]
-    if cfg.max_samples:
-        train = train[: cfg.max_samples]
+        cut = len(train) - n_val if not spec.shuffle else n_val
+        val, train = (train[cut:], train[:cut]) if not spec.shuffle else (train[:cut], train[cut:])
+    if spec.max_samples:
+        train = train[: spec.max_samples]
     return Splits(train, val)
 
 
@@ -108,25 +110,26 @@ def wants_bos(tokenizer, template: Template | None) -> bool:
     return tokenizer("a")["input_ids"][:1] == [bos]
 
 
-def encode_items(items: list[Item], template: Template, tokenizer, cfg: TrainConfig, split: str) -> list[Example]:
+def encode_items(items: list[Item], template: Template, tokenizer, cutoff_len: int, train_on_prompt: bool,
+                 split: str) -> list[Example]:
+    """Conversations -> examples with the loss on the answers (and prompts with train_on_prompt)."""
     examples, dropped, truncated = [], 0, 0
     for item in items:
-        problem = stage_mismatch(item, "sft")  # a preference row encodes to no answer: never "raise cutoff_len"
-        if problem:
-            raise DataError(f"{item.location}: {problem}")
-        ex = encode_conversation(item, template, tokenizer, cfg.cutoff_len, cfg.train_on_prompt)
+        if not isinstance(item, Conversation):  # the stage checked rows on load; this guards direct callers
+            raise DataError(f"{item.location}: a {type(item).__name__.lower()} row is not a conversation; use "
+                            "instruction/output, conversations or messages rows")
+        ex = encode_conversation(item, template, tokenizer, cutoff_len, train_on_prompt)
         if ex is None:
             dropped += 1
             continue
-        truncated += len(ex) == cfg.cutoff_len
+        truncated += len(ex) == cutoff_len
         examples.append(ex)
     if dropped:
-        log.warning("%s: %d rows dropped: their answer starts after cutoff_len=%d tokens", split, dropped,
-                    cfg.cutoff_len)
+        log.warning("%s: %d rows dropped: their answer starts after cutoff_len=%d tokens", split, dropped, cutoff_len)
     if truncated:
-        log.warning("%s: %d rows truncated to cutoff_len=%d tokens", split, truncated, cfg.cutoff_len)
+        log.warning("%s: %d rows truncated to cutoff_len=%d tokens", split, truncated, cutoff_len)
     if items and not examples:
-        raise DataError(f"{split}: no row fits cutoff_len={cfg.cutoff_len}; raise cutoff_len")
+        raise DataError(f"{split}: no row fits cutoff_len={cutoff_len}; raise cutoff_len")
     return examples
 
 
@@ -138,7 +141,7 @@ def encode_documents(items: list[Item], tokenizer, cutoff_len: int, split: str) 
     for item in items:
         if not isinstance(item, Document):
             raise DataError(f"{item.location}: stage=pt trains on raw text; give rows with a 'text' column or "
-                            ".txt files (or use stage=sft for conversations)")
+                            ".txt files (use stage=sft for conversations)")
         ids = bos + tokenizer(item.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         for start in range(0, len(ids), cutoff_len):
             chunk = ids[start:start + cutoff_len]

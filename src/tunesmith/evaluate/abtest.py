@@ -52,6 +52,7 @@ class ABOptions:
     preferences_file: str | None = None  # human mode; default OUT/ab_preferences.jsonl
     max_new_tokens: int = AB_MAX_NEW_TOKENS  # of each answer
     judge_max_tokens: int = JUDGE_MAX_TOKENS  # of each judge reply
+    judge_insecure: bool = False  # a plain http:// judge on another machine (the key travels unencrypted)
     seed: int = 0
     stdin: TextIO | None = None  # human mode; default the terminal
     stdout: TextIO | None = None
@@ -59,22 +60,25 @@ class ABOptions:
 
 def ab_options(prompts_file: str | None, judge: str | None, judge_model: str | None = None,
                max_prompts: int | None = None, preferences_file: str | None = None,
-               max_new_tokens: int | None = None) -> ABOptions | None:
+               max_new_tokens: int | None = None, judge_insecure: bool = False) -> ABOptions | None:
     """The A/B settings of `tunesmith eval`, or None without --ab; flags that only make sense together are checked."""
     if (prompts_file is None) != (judge is None):
         raise ConfigError("eval: --ab PROMPTS_FILE and --judge (URL, model or human) go together; give both")
     if prompts_file is None:
-        if judge_model or max_prompts or preferences_file or max_new_tokens:
-            raise ConfigError("eval: --judge-model, --ab-max, --ab-file and --ab-max-new-tokens belong to an A/B "
-                              "test; add --ab PROMPTS_FILE --judge ...")
+        if judge_model or max_prompts or preferences_file or max_new_tokens or judge_insecure:
+            raise ConfigError("eval: --judge-model, --judge-insecure, --ab-max, --ab-file and --ab-max-new-tokens "
+                              "belong to an A/B test; add --ab PROMPTS_FILE --judge ...")
         return None
     for name, value in (("--ab-max", max_prompts), ("--ab-max-new-tokens", max_new_tokens)):
         if value is not None and value < 1:
             raise ConfigError(f"eval: {name} must be >= 1, got {value}")
     if preferences_file and judge != "human":
         raise ConfigError("eval: --ab-file holds a person's choices; use it with --judge human")
+    if judge_insecure and not judge.startswith("http://"):
+        raise ConfigError("eval: --judge-insecure allows a plain http:// --judge endpoint on another machine; "
+                          "drop it for this judge")
     return ABOptions(prompts_file, judge, judge_model, max_prompts, preferences_file,
-                     max_new_tokens or AB_MAX_NEW_TOKENS)
+                     max_new_tokens or AB_MAX_NEW_TOKENS, judge_insecure=judge_insecure)
 
 
 def _is_benchmark(row: dict) -> bool:
@@ -142,7 +146,8 @@ class ABTest:
         self.prompts = load_prompts(options.prompts_file, options.max_prompts)
         self.human = options.judge == "human"
         self.judge = (None if self.human else
-                      make_judge(options.judge, options.judge_model, device, options.judge_max_tokens))
+                      make_judge(options.judge, options.judge_model, device, options.judge_max_tokens,
+                                 options.judge_insecure))
         if self.judge is not None:
             self.judge.check()
         self.preferences = Path(options.preferences_file or out_dir / "ab_preferences.jsonl")

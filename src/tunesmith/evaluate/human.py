@@ -2,18 +2,17 @@
 types 1 (A is better), 2 (B is better), t (tie), s (skip) or q (quit). Which model wrote which answer is shown only
 at the end.
 
-Each choice is appended to the preferences file (jsonl) at once, so quitting, Ctrl-D or a crash keeps what was done,
-and the same command later resumes after the last judged prompt. A line holds the prompt, both answers as shown, the
-choice, and which model was A and which was B: the file is the key to the blinding, so do not open it mid-session.
+Each choice is appended to the preferences file at once (`ab_record`: the same lines the Web UI writes), so quitting,
+Ctrl-D or a crash keeps what was done, and the same command later resumes after the last judged prompt.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TextIO
 
 from tunesmith.errors import DataError
+from tunesmith.evaluate.ab_record import PreferenceRecord, append_record, read_records
 
 KEYS = {"1": "A", "a": "A", "2": "B", "b": "B", "t": "tie", "tie": "tie", "s": "skip", "skip": "skip",
         "q": "quit", "quit": "quit"}
@@ -45,24 +44,17 @@ def load_preferences(path: Path, pairs: list[dict], labels: list[str]) -> int:
     if not path.exists():
         return 0
     done = 0
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-            index, choice, shown = row["index"], row["choice"], {"A": row["A"], "B": row["B"]}
-        except (ValueError, KeyError, TypeError):
-            raise DataError(f"{where}: not a preference line written by tunesmith; delete the line or the file")
-        if not isinstance(index, int) or not 0 <= index < len(pairs) or row.get("prompt") != pairs[index]["prompt"]:
+    for where, record in read_records(path):
+        index, choice, shown = record.index, record.choice, record.shown
+        if not 0 <= index < len(pairs) or record.prompt != pairs[index]["prompt"]:
             raise DataError(f"{where}: this prompt is not prompt {index} of this A/B test; the file belongs to "
                             "another test: use another --out (or --ab-file) or delete the file")
-        if sorted(shown.values()) != sorted(labels) or choice not in ("A", "B", "tie", "skip"):
+        if sorted(shown.values()) != sorted(labels):
             raise DataError(f"{where}: this file compares {shown['A']} and {shown['B']}, not {' and '.join(labels)};"
                             " use another --out (or --ab-file) or delete the file")
         pair = pairs[index]
         pair["shown"] = shown  # the order the person saw then
-        pair["answers"] = {shown["A"]: row.get("answer_a", ""), shown["B"]: row.get("answer_b", "")}
+        pair["answers"] = {shown["A"]: record.answer_a, shown["B"]: record.answer_b}
         _record(pair, choice, labels)
         done += 1
     return done
@@ -90,19 +82,16 @@ def run_session(pairs: list[dict], labels: list[str], path: Path, stdin: TextIO,
                  f"are saved to {path} as you go.\n")
     if done:
         stdout.write(f"Resuming: {done} of {len(pairs)} already judged.\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as out:
-        for pair in todo:
-            a, b = (pair["answers"][pair["shown"][side]] for side in ("A", "B"))
-            stdout.write(f"\n{RULE}\nPrompt {pair['index'] + 1} of {len(pairs)}:\n{pair['prompt']}\n\n"
-                         f"[A]\n{a}\n\n[B]\n{b}\n{RULE}\n")
-            choice = _ask(stdin, stdout)
-            if choice == "quit":
-                break
-            _record(pair, choice, labels)
-            out.write(json.dumps({"index": pair["index"], "prompt": pair["prompt"], "choice": choice,
-                                  "answer_a": a, "answer_b": b, **pair["shown"]}, ensure_ascii=False) + "\n")
-            out.flush()
+    for pair in todo:
+        a, b = (pair["answers"][pair["shown"][side]] for side in ("A", "B"))
+        stdout.write(f"\n{RULE}\nPrompt {pair['index'] + 1} of {len(pairs)}:\n{pair['prompt']}\n\n"
+                     f"[A]\n{a}\n\n[B]\n{b}\n{RULE}\n")
+        choice = _ask(stdin, stdout)
+        if choice == "quit":
+            break
+        _record(pair, choice, labels)
+        append_record(path, PreferenceRecord(pair["index"], pair["prompt"], choice, pair["shown"]["A"],
+                                             pair["shown"]["B"], a, b))
     for pair in pairs:
         if "outcome" not in pair:
             pair.update(judgments=[], outcome="not judged")

@@ -37,6 +37,8 @@ import re
 import unicodedata
 from decimal import Decimal
 
+from tunesmith.extras import require
+
 MATCH_RULES = ("exact", "contains")  # how a text answer is compared; numbers are always compared as numbers
 
 _THOUSANDS = re.compile(r"(?<=\d)[,\u066c](?=\d{3}(?!\d))")
@@ -165,7 +167,7 @@ class _Tokenizer:
 
 def bleu(predictions: list[str], references: list[str]) -> float:
     """Corpus BLEU (0-100)."""
-    from sacrebleu.metrics import BLEU
+    BLEU = require("sacrebleu.metrics", "BLEU").BLEU
 
     if not predictions:
         return 0.0
@@ -176,7 +178,7 @@ def bleu(predictions: list[str], references: list[str]) -> float:
 
 def rouge_l(predictions: list[str], references: list[str]) -> float:
     """Mean ROUGE-L F-measure (0-1)."""
-    from rouge_score import rouge_scorer
+    rouge_scorer = require("rouge_score.rouge_scorer", "ROUGE-L")
 
     if not predictions:
         return 0.0

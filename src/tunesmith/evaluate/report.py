@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tunesmith.evaluate.report_ab import ab_samples_section, ab_section
 from tunesmith.evaluate.report_svg import line_chart
+from tunesmith.evaluate.table import format_value, metric_rows, metric_scoring
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans KR",sans-serif;margin:2rem auto;max-width:70rem;
@@ -73,8 +74,6 @@ def _curves_section(results: dict) -> str:
 
 
 def _metrics_section(results: dict, labels: list[str]) -> str:
-    from tunesmith.evaluate.runner import format_value, metric_rows, metric_scoring
-
     names = metric_rows(results)
     title = "Metrics: before vs after" if len(labels) > 1 else "Metrics"
     if not names:

@@ -27,15 +27,18 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.data.dataset import encode_conversation, encode_documents
-from tunesmith.data.formats import Document, Preference, to_canonical
+from tunesmith.data.formats import Preference, to_canonical
 from tunesmith.data.packing import pack_step
 from tunesmith.data.sources import read_rows
 from tunesmith.errors import DataError
 from tunesmith.evaluate.abtest import ABOptions, ABTest
 from tunesmith.evaluate.benchmarks import Benchmark, load_benchmark, score
 from tunesmith.evaluate.curves import training_curves
-from tunesmith.train.stages import causal_lm_loss
+from tunesmith.evaluate.table import format_table, format_value, metric_rows  # noqa: F401 - the Web UI's names
+from tunesmith.run import EMBEDDED, RunDir
+from tunesmith.stages.base import causal_lm_loss
+from tunesmith.stages.pt import PretrainStage
+from tunesmith.stages.sft import SFTStage
 
 log = logging.getLogger("tunesmith")
 CUTOFF_LEN = 1024
@@ -56,13 +59,14 @@ def dataset_loss(loaded, items: list) -> dict:
     """Token-weighted mean cross-entropy on the answers (every token for text rows), as training measures it."""
     loaded.activate()
     cutoff = min(CUTOFF_LEN, loaded.context_length)
-    documents = [i for i in items if isinstance(i, Document)]
-    examples = encode_documents(documents, loaded.tokenizer, cutoff, "dataset") if documents else []
-    for item in items:
-        if not isinstance(item, Document):
-            ex = encode_conversation(item, loaded.template, loaded.tokenizer, cutoff)
-            if ex is not None:
-                examples.append(ex)
+    # Encoded by the training stages themselves: the loss is measured on exactly what training would learn.
+    examples = []
+    for stage in (PretrainStage(cutoff), SFTStage(cutoff)):
+        rows = [i for i in items if isinstance(i, stage.rows)]
+        try:
+            examples += stage.encode(rows, loaded.template, loaded.tokenizer, "dataset") if rows else []
+        except DataError:  # no row of this kind fits: the others may
+            pass
     if not examples:
         raise DataError(f"dataset: no row has an answer within the first {cutoff} tokens; use shorter rows")
     device = next(loaded.model.parameters()).device
@@ -78,7 +82,7 @@ def dataset_loss(loaded, items: list) -> dict:
 def _labels(specs: list[str]) -> list[str]:
     labels = []
     for spec in specs:
-        label = "base" if spec in ("", "base") else (Path(spec).name or spec)
+        label = EMBEDDED if RunDir.open(spec).spec is None else (Path(spec).name or spec)
         base, k = label, 2
         while label in labels:
             label, k = f"{base}#{k}", k + 1
@@ -104,7 +108,7 @@ def run_eval(specs: list[str], dataset: str | None, benchmark_paths: list[str], 
     labels = _labels(specs)
     out_dir = Path(out)
     abtest = ABTest(ab, labels, out_dir, device) if ab is not None else None
-    results = {"models": [{"label": lab, "spec": spec or "base"} for lab, spec in zip(labels, specs)],
+    results = {"models": [{"label": lab, "spec": spec or EMBEDDED} for lab, spec in zip(labels, specs)],
                "dataset": dataset,
                "benchmarks": [{"name": b.name, "path": b.path, "kind": b.kind, "n": len(b.items),
                                "few_shot": len(b.shots)} for b in benches],
@@ -118,7 +122,7 @@ def run_eval(specs: list[str], dataset: str | None, benchmark_paths: list[str], 
         results["training"] = training
     for number, (label, spec) in enumerate(zip(labels, specs), 1):
         log.info("evaluating %s", label)
-        loaded = load_for_inference(None if spec in ("", "base") else spec, device, name=label)
+        loaded = load_for_inference(spec, device, name=label)
         metrics = {}
         if items is not None:
             metrics.update(dataset_loss(loaded, items))
@@ -139,53 +143,3 @@ def run_eval(specs: list[str], dataset: str | None, benchmark_paths: list[str], 
     (out_dir / "eval_results.json").write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
     write_report(results, out_dir / "report.html")
     return results
-
-
-def metric_rows(results: dict) -> list[str]:
-    seen: list[str] = []
-    for metrics in results["metrics"].values():
-        seen += [k for k in metrics if k not in seen and k != "eval_tokens"]
-    return seen
-
-
-ACCURACIES = ("/accuracy", "/accuracy_norm")
-SCORING = {  # (benchmark kind, metric): how the number was scored, shown beside the table and in report.html
-    ("mc", "accuracy"): "multiple choice, the option with the highest summed log-likelihood (lm-eval acc)",
-    ("mc", "accuracy_norm"): "multiple choice, the option with the highest log-likelihood per character of its "
-                             "text (lm-eval acc_norm)",
-    ("exact", "accuracy"): "the final answer: the number after the last marker (####, answer is, 정답은, 답:) or "
-                           "else the last number, compared as numbers; text: the whole answer, or the row's "
-                           "'match' rule",
-}
-
-
-def metric_scoring(results: dict, name: str) -> str | None:
-    """How a `BENCH/metric` number was scored, for the benchmark kinds whose accuracy can be scored several ways."""
-    bench, _, metric = name.rpartition("/")
-    kinds = {b["name"]: b["kind"] for b in results.get("benchmarks", [])}
-    return SCORING.get((kinds.get(bench), metric))
-
-
-def format_value(name: str, value) -> str:
-    if value is None:
-        return "-"
-    if name.endswith(ACCURACIES):
-        return f"{100 * value:.1f}%"
-    if name.endswith("/rouge_l"):
-        return f"{value:.3f}"
-    if name.endswith("/bleu"):
-        return f"{value:.1f}"
-    return f"{value:.4f}" if name == "eval_loss" else f"{value:.2f}"
-
-
-def format_table(results: dict) -> str:
-    labels = [m["label"] for m in results["models"]]
-    rows = [["metric", *labels]]
-    for name in metric_rows(results):
-        rows.append([name, *(format_value(name, results["metrics"][lab].get(name)) for lab in labels)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"* {name}: {note}" for name in metric_rows(results) if (note := metric_scoring(results, name))]
-    return "\n".join(lines)

@@ -10,7 +10,7 @@ hub        private-by-default push
 pipeline   the order of the above
 """
 
+from tunesmith.export.naming import ExportError
 from tunesmith.export.pipeline import ExportResult, export_run
-from tunesmith.export.run import ExportError
 
 __all__ = ["ExportError", "ExportResult", "export_run"]

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunesmith.export.run import EMBEDDED_HUB_ID, RunInfo, is_hub_id, public_name
+from tunesmith.export.naming import EMBEDDED_HUB_ID, is_hub_id, public_base_name, public_name
+from tunesmith.model.methods import method_class
+from tunesmith.run import RunDir
+from tunesmith.stages import stage_class
 
 HYPER = ("learning_rate", "lr_scheduler", "warmup_steps", "max_steps", "num_epochs", "per_device_batch_size",
          "gradient_accumulation_steps", "cutoff_len", "optimizer", "weight_decay", "max_grad_norm", "seed", "dtype",
          "template", "train_on_prompt")
-BY_METHOD = {"lora": ("lora_rank", "lora_alpha", "lora_dropout", "lora_target"),
-             "dora": ("lora_rank", "lora_alpha", "lora_dropout", "lora_target"),
-             "qlora": ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "quantization_bit",
-                       "quantization_type", "double_quantization"),
-             "freeze": ("freeze_layers", "freeze_modules"), "full": ()}
-STAGES = {"sft": "supervised fine-tuning on conversations", "pt": "continued pre-training on raw text",
-          "rm": "reward model (scalar score head, pairwise loss)", "dpo": "direct preference optimisation"}
 
 
-def _datasets(info: RunInfo) -> list[str]:
+def _datasets(info: RunDir) -> list[str]:
     if info.config is None:
         return []
     names = []
@@ -40,82 +36,58 @@ def _value(value) -> str:
     return f"`{value}`"
 
 
-def _results(info: RunInfo) -> list[str]:
+def _results(info: RunDir) -> list[str]:
     lines = []
-    train = info.final("loss")
-    evals = info.final("eval_loss")
+    train = info.log.final("loss")
+    evals = info.log.final("eval_loss")
     if train:
         lines.append(f"- final train loss: **{train[1]:.4f}** (step {train[0]})")
     if evals:
         lines.append(f"- final eval loss: **{evals[1]:.4f}** (step {evals[0]})")
-    accuracy = info.final("eval_accuracy")
+    accuracy = info.log.final("eval_accuracy")
     if accuracy:
         lines.append(f"- final eval accuracy: **{accuracy[1]:.3f}**")
-    done = info.final("train_runtime_s")
+    done = info.log.final("train_runtime_s")
     if done:
         lines.append(f"- training time: {done[1]:.0f} s")
     return lines or ["- no training log was found in the run directory"]
 
 
-def _how_to_load(info: RunInfo, where: str, fmt: str, gguf_name: str | None, bits: int | None) -> str:
-    if fmt == "gguf":
-        stem = Path(gguf_name or "model.gguf").stem.split(".")[0]
-        return (f"llama.cpp:\n\n```bash\nllama-cli -m {gguf_name} -cnv\n```\n\n"
-                f"Ollama (the `Modelfile` carries the training chat template and stop token):\n\n"
-                f"```bash\nollama create {stem} -f Modelfile\nollama run {stem}\n```\n")
-    if info.is_reward:
-        return ("```python\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
-                f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
-                f'model = AutoModelForSequenceClassification.from_pretrained("{where}")\n'
-                'chat = [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]\n'
-                "inputs = tokenizer.apply_chat_template(chat, return_tensors=\"pt\", return_dict=True)\n"
-                "print(model(**inputs).logits[0, 0].item())  # higher = preferred\n```\n")
-    note = f"  # {bits}-bit weights; needs bitsandbytes" if bits else ""
-    return ("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-            f'tokenizer = AutoTokenizer.from_pretrained("{where}")\n'
-            f'model = AutoModelForCausalLM.from_pretrained("{where}"){note}\n'
-            'inputs = tokenizer.apply_chat_template([{"role": "user", "content": "Hello!"}],\n'
-            '                                       add_generation_prompt=True, return_tensors="pt", return_dict=True)\n'
-            "answer = model.generate(**inputs, max_new_tokens=64)[0][inputs[\"input_ids\"].shape[1]:]\n"
-            "print(tokenizer.decode(answer, skip_special_tokens=True))\n```\n")
-
-
-def card_text(info: RunInfo, out: Path, fmt: str = "hf", quant: str | None = None, bits: int | None = None,
-              gguf_name: str | None = None, repo_id: str | None = None) -> str:
-    base = info.base_name
+def card_text(info: RunDir, out: Path, exporter, options, written, repo_id: str | None = None) -> str:
+    """`exporter` (export/formats) says how the weights are packaged and loaded; the run says everything else."""
+    base = public_base_name(info)
     method, stage = info.method, info.stage
+    stage_cls = stage_class(stage)
     front = ["---"]
     if is_hub_id(base):
         front.append(f"base_model: {base}")
-    front += ["library_name: " + ("gguf" if fmt == "gguf" else "transformers"),
+    library = exporter.library_name
+    front += [f"library_name: {library}",
               "pipeline_tag: " + ("text-classification" if info.is_reward else "text-generation"),
-              f"tags: [tunesmith, {method}, {stage}" + (", gguf" if fmt == "gguf" else "") + "]", "---", ""]
+              f"tags: [tunesmith, {method}, {stage}" + (f", {library}" if library != "transformers" else "") + "]",
+              "---", ""]
     title = repo_id.split("/")[-1] if repo_id else out.name
     origin = " (the embedded GGUF build, de-quantized from Q4_1)" if base == EMBEDDED_HUB_ID and info.config \
         is not None and not info.config.model else ""
     merged = "adapter merged into the base weights" if info.adapter is not None else "complete model"
-    if fmt == "gguf":
-        packaging = f"GGUF, {quant.upper()}, for llama.cpp / Ollama / LM Studio"
-    elif bits:
-        packaging = f"{bits}-bit bitsandbytes weights"
-    else:
-        packaging = "safetensors"
+    packaging = exporter.packaging(options)
     body = [f"# {title}", "",
             (f"Fine-tuned from **{base}**{origin} with tunesmith - method `{method}`, stage `{stage}` "
-             f"({STAGES.get(stage, stage)}); {merged}; {packaging}."), "", "## Training data", ""]
+             f"({stage_cls.description}); {merged}; {packaging}."), "", "## Training data", ""]
     body += [f"- {name}" for name in _datasets(info)] or ["- not recorded"]
     body += ["", "## Hyper-parameters", "", "| setting | value |", "|---|---|"]
     if info.config is not None:
-        keys = HYPER + BY_METHOD.get(method, ()) + (("beta",) if stage == "dpo" else ())
+        # The common settings, then those the method and the stage read (their registries say which).
+        keys = HYPER + tuple(k for k in method_class(method).keys + stage_cls.keys if k not in HYPER)
         body += [f"| {key} | {_value(getattr(info.config, key))} |" for key in keys]
     elif info.adapter is not None:
         body += [f"| lora_rank | `{info.adapter.get('r')}` |", f"| lora_alpha | `{info.adapter.get('lora_alpha')}` |"]
     body += ["", "## Results", "", *_results(info), "", "## How to load", "",
-             _how_to_load(info, repo_id or f"./{out.name}", fmt, gguf_name, bits)]
+             exporter.how_to_load(info, repo_id or f"./{out.name}", options, written)]
     return "\n".join(front + body)
 
 
-def write_card(out: Path, info: RunInfo, **kwargs) -> Path:
+def write_card(out: Path, info: RunDir, exporter, options, written, repo_id: str | None = None) -> Path:
     path = out / "README.md"
-    path.write_text(card_text(info, out, **kwargs), encoding="utf-8")
+    path.write_text(card_text(info, out, exporter, options, written, repo_id), encoding="utf-8")
     return path

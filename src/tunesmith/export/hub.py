@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from tunesmith.export.run import ExportError
+from tunesmith.export.naming import ExportError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import math
 import re
 from pathlib import Path
 
-from tunesmith.export.run import ExportError, RunInfo, public_name
+from tunesmith.export.naming import ExportError, public_name
+from tunesmith.run import RunDir, load_run
 
 log = logging.getLogger(__name__)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -64,51 +65,37 @@ def _refuse_quantized(source: str, what: str) -> None:
                           "reload the base in bf16/fp32 and merge: pass --base with the unquantized model")
 
 
-def _load_plain(source: str, reward: bool):
-    """Load on the CPU in the checkpoint's own dtype (`dtype='auto'`); merging is memory-bound, not compute-bound."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from tunesmith.errors import ModelError
-    from tunesmith.model.loader import _explain
-
-    try:
-        if reward:
-            return AutoModelForSequenceClassification.from_pretrained(source, dtype="auto", num_labels=1)
-        return AutoModelForCausalLM.from_pretrained(source, dtype="auto")
-    except OSError as e:
-        raise ModelError(_explain(public_name(source), e)) from None
-
-
-def load_merged(info: RunInfo):
-    """(model, tokenizer): the run as one plain transformers model in eval mode, plus the run's tokenizer."""
-    from tunesmith.model.loader import load_tokenizer
-
-    tokenizer = load_tokenizer(str(info.path))  # carries the training template and end-of-answer token
-    if info.adapter is None:
-        _refuse_quantized(str(info.path), "the run's model")
-        model = _load_plain(str(info.path), info.is_reward)
+def load_merged(run: RunDir):
+    """(model, tokenizer): the run as one plain transformers model in eval mode, on the CPU in the weights' own dtype
+    (merging is memory-bound, not compute-bound), plus the run's tokenizer (it carries the training template)."""
+    if run.adapter is None:
+        _refuse_quantized(run.weights, "the run's model")
     else:
-        from peft import PeftModel
-
-        _refuse_quantized(info.base, "the base model")
-        if info.method == "qlora":
+        _refuse_quantized(run.base, "the base model")
+        _check_vocab(run)
+        if run.method == "qlora":
             log.info("method=qlora: merging into the unquantized base %s (the adapter learned on its 4-bit "
-                     "rounding, so outputs differ slightly from the QLoRA model)", public_name(info.base))
-        base = _load_plain(info.base, info.is_reward)
-        base.config.pad_token_id = tokenizer.pad_token_id
-        _check_vocab(base, tokenizer, info)
-        # modules_to_save (the reward head) come back trained; merge_and_unload folds LoRA/DoRA into the weights.
-        model = PeftModel.from_pretrained(base, info.path).merge_and_unload()
+                     "rounding, so outputs differ slightly from the QLoRA model)", public_name(run.base))
+    # modules_to_save (the reward head) come back trained; merge_and_unload folds LoRA/DoRA into the weights.
+    loaded = load_run(str(run.path), device="cpu", dtype="checkpoint", base=run.base_override)
+    model, tokenizer = loaded.model, loaded.tokenizer
     model.config.pad_token_id = tokenizer.pad_token_id
-    model.config._name_or_path = public_name(info.base or info.path.name)  # never a local path in saved files
+    model.config._name_or_path = public_name(run.base or run.path.name)  # never a local path in saved files
     return model.eval(), tokenizer
 
 
-def _check_vocab(model, tokenizer, info: RunInfo) -> None:
-    rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
-        raise ExportError(f"{info.path}: the tokenizer has {len(tokenizer)} tokens but the base "
-                          f"{public_name(info.base)} has {rows} embeddings; is --base the model the run used?")
+def _check_vocab(run: RunDir) -> None:
+    """Before anything loads: a tokenizer larger than the base's embedding means --base is the wrong model."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        rows = getattr(AutoConfig.from_pretrained(run.base).get_text_config(), "vocab_size", None)
+    except OSError:
+        return  # load_run reports a missing base with the loader's message
+    tokens = len(AutoTokenizer.from_pretrained(run.tokenizer_source))
+    if rows is not None and tokens > rows:
+        raise ExportError(f"{run.path}: the tokenizer has {tokens} tokens but the base {public_name(run.base)} has "
+                          f"{rows} embeddings; is --base the model the run used?")
 
 
 def generation_config(model, tokenizer):

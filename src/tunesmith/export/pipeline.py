@@ -7,17 +7,18 @@ folder is checked for leaked local paths before anything is uploaded.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunesmith.export.card import write_card
-from tunesmith.export.run import ExportError, read_run
+from tunesmith.export.formats import get_exporter
+from tunesmith.export.formats.base import ExportOptions
+from tunesmith.export.naming import ExportError
+from tunesmith.run import RunDir
 
 log = logging.getLogger(__name__)
 MARKER = ".tunesmith-export"  # marks a folder this command wrote, so a re-export may clear it
-DEFAULT_SHARD = "5GB"
 TEXT_SUFFIXES = {".json", ".md", ".jinja", ".txt", ".yaml", ""}
 
 
@@ -29,20 +30,6 @@ class ExportResult:
     url: str | None = None
 
 
-def _check_options(fmt: str, quant: str | None, bits: int | None, max_shard_size: str | None,
-                   push_to_hub: str | None, public: bool) -> None:
-    if fmt not in ("hf", "gguf"):
-        raise ExportError(f"--format {fmt}: choose hf or gguf")
-    if fmt == "gguf" and bits:
-        raise ExportError("--bits applies to --format hf (bitsandbytes); GGUF files quantize with --quant q8_0|q4_0")
-    if fmt == "hf" and quant:
-        raise ExportError("--quant applies to --format gguf; for a quantized Hugging Face checkpoint use --bits 4|8")
-    if fmt == "gguf" and max_shard_size:
-        raise ExportError("--max-shard-size applies to --format hf; a GGUF export is one file")
-    if public and not push_to_hub:
-        raise ExportError("--public only applies together with --push-to-hub user/name")
-
-
 def _prepare_out(out: Path, run_dir: Path) -> None:
     if out.resolve() == run_dir.resolve():
         raise ExportError(f"--out {out} is the run directory itself; choose a new folder, e.g. {out}/export")
@@ -52,10 +39,6 @@ def _prepare_out(out: Path, run_dir: Path) -> None:
         shutil.rmtree(out)  # our own earlier export: start clean so no stale shard survives
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("written by tunesmith export; the folder is cleared on the next export into it\n")
-
-
-def _file_stem(out: Path) -> str:
-    return re.sub(r"[^\w.-]+", "-", out.resolve().name).strip("-.") or "model"
 
 
 def check_no_local_paths(out: Path, paths: list[Path]) -> None:
@@ -76,57 +59,46 @@ def check_no_local_paths(out: Path, paths: list[Path]) -> None:
 def export_run(run_dir: str | Path, out: str | Path, *, fmt: str | None = None, quant: str | None = None,
                bits: int | None = None, max_shard_size: str | None = None, push_to_hub: str | None = None,
                public: bool = False, base: str | None = None, hub_api=None, progress: bool = True) -> ExportResult:
-    """Merge the run and write it as safetensors (optionally 4/8-bit) or GGUF + Modelfile, with a model card;
+    """Merge the run (or checkpoint) and write it in format `fmt` (an exporter of export/formats), with a model card;
     optionally push the folder to a (private) hub repository."""
     from tunesmith.export.hub import check_repo_id, default_api
-    from tunesmith.export.merge import check_complete, load_merged, parse_size, save_hf
+    from tunesmith.export.merge import load_merged
 
-    fmt = fmt or ("gguf" if quant else "hf")
-    _check_options(fmt, quant, bits, max_shard_size, push_to_hub, public)
-    if max_shard_size:
-        parse_size(max_shard_size)  # a typo fails now, not after the merge
+    options = ExportOptions(quant, bits, max_shard_size)
+    exporter = get_exporter(fmt or ("gguf" if quant else "hf"))
+    exporter.check_options(options)
+    if public and not push_to_hub:
+        raise ExportError("--public only applies together with --push-to-hub user/name")
     api = None
     if push_to_hub:
         check_repo_id(push_to_hub)
         api = hub_api or default_api()  # no token: stop before the merge
-    info = read_run(run_dir, base)
-    if fmt == "gguf" and info.is_reward:
-        raise ExportError("reward models (stage=rm) have a score head that llama.cpp cannot run; "
-                          "export them with --format hf")
-    if bits == 4:  # before the merge: a shape bitsandbytes cannot pack fails in seconds, not after minutes
-        from tunesmith.model.loader import check_quantizable
-
-        check_quantizable(info.base or str(info.path), "score" if info.is_reward else "causal")
+    run = open_run(run_dir, base)
+    exporter.check_run(run, options)
     out = Path(out)
-    _prepare_out(out, info.path)
-    model, tokenizer = load_merged(info)
-    result = ExportResult(out)
-    if fmt == "hf":
-        if bits:
-            from tunesmith.export.quantize import save_bnb
-
-            save_bnb(model, tokenizer, out, bits, max_shard_size or DEFAULT_SHARD, info.is_reward)
-        else:
-            save_hf(model, tokenizer, out, max_shard_size or DEFAULT_SHARD)
-        check_complete(out)
-    else:
-        from tunesmith.export.gguf_vocab import adds_special
-        from tunesmith.export.gguf_writer import write_gguf
-        from tunesmith.export.modelfile import write_modelfile
-
-        quant = quant or "q8_0"
-        stem = _file_stem(out)
-        result.gguf = write_gguf(model, tokenizer, info.path, out / f"{stem}.{quant.upper()}.gguf", quant,
-                                 name=stem, base_name=info.base_name, progress=progress)
-        write_modelfile(out, result.gguf.name, tokenizer, runtime_adds_bos=adds_special(tokenizer)[0])
+    _prepare_out(out, run.path)
+    model, tokenizer = load_merged(run)
+    written = exporter.write(model, tokenizer, run, out, options, progress)
     del model
-    write_card(out, info, fmt=fmt, quant=quant, bits=bits, gguf_name=result.gguf.name if result.gguf else None,
-               repo_id=push_to_hub)
-    check_no_local_paths(out, [info.path, Path(info.base) if info.base and Path(info.base).exists() else None,
-                               out])
-    result.files = sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    write_card(out, run, exporter, options, written, repo_id=push_to_hub)
+    check_no_local_paths(out, [run.path, Path(run.base) if run.base and Path(run.base).exists() else None, out])
+    result = ExportResult(out, sorted(p for p in out.iterdir() if p.is_file() and not p.name.startswith(".")),
+                          written.gguf)
     if push_to_hub:
         from tunesmith.export.hub import push_folder
 
         result.url = push_folder(out, push_to_hub, private=not public, api=api)
     return result
+
+
+def open_run(run_dir: str | Path, base: str | None) -> RunDir:
+    """The run or checkpoint to export, refused in one line when it cannot be (before anything loads)."""
+    run = RunDir.open(run_dir, base)
+    if run.path is None:
+        raise ExportError(f"{run_dir}: run directory not found")
+    if base and run.adapter is None:
+        raise ExportError(f"{run.path}: --base only applies to adapter runs; this run holds a complete model")
+    run.require_loadable()
+    if not (run.path / "tokenizer_config.json").exists():
+        raise ExportError(f"{run.path}: the run has no tokenizer files; re-run training to finish the run directory")
+    return run

