@@ -58,6 +58,8 @@ def write_config(work: Path, model: Path, rows_file: Path, hp: dict, bf16: bool 
         "disable_shuffling": "true", "bf16": "true" if bf16 else "false", "fp16": "false",
         "dataloader_num_workers": 0,
     }
+    if bf16:  # HF Trainer refuses bf16 without a GPU unless told the CPU is meant (it autocasts there too)
+        lines["use_cpu"] = "true"
     path = work / f"{name}_config.yaml"
     path.write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
     return path

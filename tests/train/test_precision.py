@@ -75,3 +75,52 @@ def test_fp16_with_loss_scaling_trains_without_overflow(tiny_model_dir, alpaca_f
     assert result.losses[-1] < result.losses[0]
     done = json.loads((out / "trainer_log.jsonl").read_text().splitlines()[-1])
     assert done["precision"] == "fp16 mixed"
+
+
+def test_the_forward_context_skips_peft_input_casts_without_changing_a_number(tiny_model_dir):
+    """Under autocast peft's cast of each adapter input to fp32 is undone at once; switching it off (for speed)
+    must give the very same loss and gradients, and must end with the context."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+    ids = torch.randint(0, 100, (1, 12))
+    mixed = prec.choose_precision("bf16", torch.device("cpu"))
+    lora = next(m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+    results, casting = [], []
+    for context in (torch.autocast("cpu", dtype=torch.bfloat16), mixed.autocast(torch.device("cpu"), model)):
+        model.zero_grad()
+        with context:
+            loss = model(input_ids=ids, labels=ids).loss
+            casting.append(lora.cast_input_dtype_enabled)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+    assert casting == [True, False]
+    assert lora.cast_input_dtype_enabled  # restored: inference outside autocast still casts
+
+
+def test_cpu_attention_in_low_precision_runs_in_fp32():
+    """bf16 inputs on a CPU: the row-confined attention computes in fp32 (faster backward there, and more exact)
+    and hands back bf16."""
+    from tunesmith.model.attention import varlen_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 10, 8, generator=g) for _ in range(3))
+    bounds = torch.tensor([0, 6, 10])
+    module = torch.nn.Module()
+    module.num_key_value_groups = 1
+    exact, _ = varlen_attention(module, q, k, v, None, cu_seq_lens_q=bounds)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, _ = varlen_attention(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), None, cu_seq_lens_q=bounds)
+    assert low.dtype == torch.bfloat16
+    rounded, _ = varlen_attention(module, q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), None,
+                                  cu_seq_lens_q=bounds)
+    assert torch.equal(low, rounded.bfloat16())  # fp32 arithmetic on the bf16 inputs
+    torch.testing.assert_close(low.float(), exact, atol=3e-2, rtol=3e-2)

@@ -19,6 +19,7 @@ The function is registered under its own name with the public `AttentionInterfac
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 
@@ -50,9 +51,17 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         return packed_exact_attention(module, query, key, value, bounds, dropout, scaling, **kwargs)
     window, softcap, sinks = kwargs.get("sliding_window"), kwargs.get("softcap"), kwargs.get("s_aux")
     edges = bounds.tolist()
-    rows = [_row_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout, scaling, window,
-                           softcap, sinks) for s, e in itertools.pairwise(edges)]
-    return torch.cat(rows, dim=2).transpose(1, 2).contiguous(), None
+    dtype = query.dtype
+    # On a CPU, attention runs in fp32 whatever the model computes in: torch's bf16 CPU flash-attention backward
+    # measured 1.8x slower than fp32 under bf16 autocast (profile in BENCHMARKS.md's precision notes), and fp32 is
+    # the more exact. The casts cost a few percent of that.
+    upcast = query.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
+    if upcast:
+        query, key, value = query.float(), key.float(), value.float()
+    with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
+        rows = [_row_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout, scaling, window,
+                               softcap, sinks) for s, e in itertools.pairwise(edges)]
+    return torch.cat(rows, dim=2).transpose(1, 2).contiguous().to(dtype), None
 
 
 def _visible(length: int, window: int | None, device) -> torch.Tensor:

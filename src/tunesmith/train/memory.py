@@ -20,9 +20,10 @@ from tunesmith.config import TrainConfig
 log = logging.getLogger("tunesmith")
 HIDDEN_COPIES, INTERMEDIATE_COPIES = 20, 10  # values per token and layer, in units of hidden / intermediate size
 USABLE = 0.6  # share of the free memory given to activations; the rest absorbs fragmentation and the optimizer
-# On a CPU a micro-batch of 2,048 tokens already runs at full speed: bigger ones (a whole 16-row step) measured the
-# same samples/s at about 3x the peak memory (BENCHMARKS.md, "levers"), so CPUs stop there.
-CPU_TOKEN_CAP = 2048
+# On a CPU a micro-batch of 1,024 tokens already runs at full speed: with bf16 autocast on the benchmark's LoRA step
+# (AMD EPYC, avx512_bf16) 512/1,024/2,048 tokens gave 2.07/2.23/2.14 samples/s at 2.40/3.09/4.23 GiB peak, and
+# bigger ones (a whole 16-row step) the same speed at about 3x the memory (BENCHMARKS.md, "levers").
+CPU_TOKEN_CAP = 1024
 
 
 @dataclass

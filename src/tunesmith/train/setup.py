@@ -186,7 +186,7 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
     val_batches = stage.batches(val_examples, plan.token_budget)
     stage.prepare(model)  # before sharding: DPO's frozen reference copy is made from whole weights
     trainable, total = count_parameters(model)
-    train_module = par.wrap(model, stage, lambda: precision.autocast(device))
+    train_module = par.wrap(model, stage, lambda: precision.autocast(device, model))
     steps_per_epoch = math.ceil(len(train_examples) / cfg.rows_per_step)
     max_steps = cfg.max_steps or math.ceil(cfg.num_epochs * steps_per_epoch)
     log.info("model %s on %s: %s trainable of %s parameters (%.2f%%); %d train rows, %d validation rows, "
