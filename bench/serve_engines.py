@@ -5,9 +5,9 @@ dated table into BENCHMARKS.md, with the CPU and the instruction sets that decid
     python3 bench/serve_engines.py [--gguf FILE.gguf] [--max-tokens 128] [--repeats 3]
 
 Without --gguf the embedded SmolLM2-135M-Instruct is exported once to a Q8_0 GGUF by tunesmith's own exporter.
-Engines: transformers (our fast path, its automatic dtype; and fp32 for reference) and llamacpp when llama-cpp-python
-is installed. A second table times one decoding step of each path without HTTP, the transformers forward the engine
-used before included. Run it on a quiet machine: on 2 cores any other busy process slows torch's threads many times.
+Engines: transformers (our fast path, its automatic dtype; and fp32 for reference), llamacpp and, as the reference
+users compare with, llama-cpp-python's own server (both when llama-cpp-python is installed). A second table times
+one decoding step of each path without HTTP, the transformers forward the engine used before included. Run it on a quiet machine: on 2 cores any other busy process slows torch's threads many times.
 """
 
 from __future__ import annotations
@@ -67,17 +67,22 @@ def free_port() -> int:
 
 
 def start_server(args: list[str], port: int) -> subprocess.Popen:
+    """`tunesmith serve ARGS`, or with args ["llama_cpp.server", ...] llama-cpp-python's own server (the reference
+    users compare with: one request at a time, no batching)."""
     import httpx
 
     log = tempfile.TemporaryFile()  # noqa: SIM115 - it lives as long as the server, past this function
-    proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "serve", *args, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=log)
+    if args[0] == "llama_cpp.server":
+        command = [sys.executable, "-m", *args, "--port", str(port)]
+    else:
+        command = [sys.executable, "-m", "tunesmith", "serve", *args, "--port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     for _ in range(600):
         if proc.poll() is not None:
             log.seek(0)
             raise SystemExit(f"server {' '.join(args)} exited: {log.read().decode()[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.5)
@@ -111,7 +116,8 @@ def measure(args: list[str], max_tokens: int, repeats: int) -> tuple[float, floa
         eight = statistics.median(tokens_per_second(client, 8, max_tokens) for _ in range(repeats))
         import httpx
 
-        described = httpx.get(f"http://127.0.0.1:{port}/health").json()["engines"]
+        health = httpx.get(f"http://127.0.0.1:{port}/health")
+        described = health.json()["engines"] if health.status_code == 200 else "llama.cpp, one request at a time"
     finally:
         server.terminate()
         server.wait(30)
@@ -174,22 +180,31 @@ def main() -> None:
         import llama_cpp
 
         engines.append((f"llamacpp (llama-cpp-python {llama_cpp.__version__})", ["--engine", "llamacpp"]))
+        try:
+            import llama_cpp.server.app  # noqa: F401 - its own extra: pip install 'llama-cpp-python[server]'
+
+            engines.append((f"reference: llama-cpp-python {llama_cpp.__version__}'s own server",
+                            ["llama_cpp.server", "--model", str(gguf), "--n_ctx", "2048", "--verbose", "false"]))
+        except ImportError:
+            print("llama-cpp-python's server is not installed (pip install 'llama-cpp-python[server]'): the "
+                  "reference row is left out", file=sys.stderr)
     except ImportError:
         print("llama-cpp-python is not installed: the llamacpp engine is left out", file=sys.stderr)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     rows = []
     for label, flags in engines:
-        single, eight, described = measure([str(gguf), *flags], args.max_tokens, args.repeats)
+        single, eight, described = measure(flags if flags[0] == "llama_cpp.server" else [str(gguf), *flags],
+                                           args.max_tokens, args.repeats)
         rows.append(f"| {label} | {described} | {single:.1f} | {eight:.1f} | {eight / single:.2f}x |")
         print(rows[-1], flush=True)
     steps = decoding_steps(gguf, 64, args.repeats)
     import torch
 
-    after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    busy = max(load, after) > 0.25 * (os.cpu_count() or 1)
-    caveat = (f"**Provisional:** other processes were running (load average {load:.2f} at the start, {after:.2f} at "
-              "the end); with few cores, the spinning threads of torch and llama.cpp then slow down many times over. "
-              "Re-run on a quiet machine." if busy else f"Load average {load:.2f} at the start, {after:.2f} at the end.")
+    # Only the load before the first server says whether others were busy: by the end it counts this bench too.
+    busy = load > 0.25 * (os.cpu_count() or 1)
+    caveat = (f"**Provisional:** other processes were running (load average {load:.2f} at the start); with few "
+              "cores, the spinning threads of torch and llama.cpp then slow down many times over. Re-run on a quiet "
+              "machine." if busy else f"Quiet machine: load average {load:.2f} at the start.")
     table = "\n".join([
         f"## Serving engines on CPU ({datetime.date.today()})", "",
         (f"CPU: {cpu_description()}. torch {torch.__version__}, Python {platform.python_version()}. Model file: "
