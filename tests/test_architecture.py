@@ -16,16 +16,17 @@ SRC = Path(tunesmith.__file__).parent
 # stage is) sit below train/ and the Web UI; run (the run directory) is shared by training and every consumer.
 ALLOWED = {
     "errors": set(),
+    "registry": set(),
     "extras": {"errors"},
     "data": {"errors"},
-    "model": {"errors", "extras", "data"},
-    "stages": {"errors", "data", "model"},
+    "model": {"errors", "extras", "data", "registry"},
+    "stages": {"errors", "data", "model", "registry"},
     "config": {"errors", "data", "model", "stages"},  # only the template, method and stage registries' names
     "run": {"errors", "config", "model"},
     "infer": {"errors", "data", "model", "stages", "run"},
     "train": {"errors", "extras", "config", "data", "model", "stages", "run"},
     "evaluate": {"errors", "extras", "data", "model", "stages", "run", "infer"},
-    "export": {"errors", "extras", "data", "model", "stages", "run"},
+    "export": {"errors", "extras", "data", "model", "stages", "run", "registry"},
     "serve": {"errors", "extras", "data", "model", "run", "infer"},
     # Checks a training config before training, with train's own memory planner: above train, beside the CLI.
     "doctor": {"errors", "extras", "config", "data", "model", "stages", "run", "train"},

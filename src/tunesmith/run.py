@@ -57,6 +57,11 @@ class TrainLog:
             lines = (Path(folder) / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
         except (FileNotFoundError, NotADirectoryError):
             return cls()
+        return cls.parse(lines)
+
+    @classmethod
+    def parse(cls, lines: list[str]) -> "TrainLog":
+        """Lines that are not complete JSON objects are skipped: the trainer may be writing the last one now."""
         records = []
         for line in lines:
             try:

@@ -7,33 +7,24 @@ The table holds import paths, so listing the names (config validation, `--help`,
 
 from __future__ import annotations
 
-import importlib
-
 from tunesmith.errors import ConfigError
+from tunesmith.registry import Registry
 
-STAGES: dict[str, str] = {
+STAGES = Registry({
     "sft": "tunesmith.stages.sft:SFTStage",
     "pt": "tunesmith.stages.pt:PretrainStage",
     "rm": "tunesmith.stages.rm:RewardStage",
     "dpo": "tunesmith.stages.dpo:DPOStage",
-}
-_loaded: dict[str, type] = {}
+}, "config: stage={name!r} is not known; choose one of {choices}", ConfigError)
 
 
 def register_stage(name: str, stage: str | type) -> None:
     """Add a stage: `stage` is a Stage subclass or its "module:Class" path."""
-    STAGES[name] = stage if isinstance(stage, str) else f"{stage.__module__}:{stage.__qualname__}"
-    if not isinstance(stage, str):
-        _loaded[name] = stage
+    STAGES.register(name, stage)
 
 
 def stage_class(name: str) -> type:
-    if name not in STAGES:
-        raise ConfigError(f"config: stage={name!r} is not known; choose one of {', '.join(STAGES)}")
-    if name not in _loaded:
-        module, _, cls = STAGES[name].partition(":")
-        _loaded[name] = getattr(importlib.import_module(module), cls)
-    return _loaded[name]
+    return STAGES.load(name)
 
 
 def get_stage(name: str, settings) -> "Stage":  # noqa: F821 - the base class lives in stages.base (imports torch)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,16 +36,8 @@ class TrainProgress:
 
 
 def parse_log(lines: list[str]) -> TrainProgress:
-    """Lines that are not complete JSON objects are skipped: the trainer may be writing the last one right now."""
-    records = []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return progress_of(records)
+    """Lines that are not complete JSON objects are skipped (TrainLog.parse): the trainer may be writing one now."""
+    return progress_of(TrainLog.parse(lines).records)
 
 
 def progress_of(records: list[dict]) -> TrainProgress:

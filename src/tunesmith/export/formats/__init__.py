@@ -8,28 +8,19 @@ paths, so listing the names (the CLI's --format choices, the Web UI) imports not
 
 from __future__ import annotations
 
-import importlib
-
 from tunesmith.export.naming import ExportError
+from tunesmith.registry import Registry
 
-EXPORTERS: dict[str, str] = {
+EXPORTERS = Registry({
     "hf": "tunesmith.export.formats.hf:HFExporter",
     "gguf": "tunesmith.export.formats.gguf:GGUFExporter",
-}
+}, "--format {name}: choose one of {choices}", ExportError)
 GGUF_QUANTS = ("f16", "bf16", "q8_0", "q4_0")  # here, not in the writer: the CLI lists them without importing gguf
-_loaded: dict[str, type] = {}
 
 
 def register_exporter(name: str, exporter: str | type) -> None:
-    EXPORTERS[name] = exporter if isinstance(exporter, str) else f"{exporter.__module__}:{exporter.__qualname__}"
-    if not isinstance(exporter, str):
-        _loaded[name] = exporter
+    EXPORTERS.register(name, exporter)
 
 
 def get_exporter(name: str):
-    if name not in EXPORTERS:
-        raise ExportError(f"--format {name}: choose one of {', '.join(EXPORTERS)}")
-    if name not in _loaded:
-        module, _, cls = EXPORTERS[name].partition(":")
-        _loaded[name] = getattr(importlib.import_module(module), cls)
-    return _loaded[name]()
+    return EXPORTERS.load(name)()

@@ -8,33 +8,24 @@ holds import paths, so listing the names imports no torch.
 
 from __future__ import annotations
 
-import importlib
-
 from tunesmith.errors import ConfigError
+from tunesmith.registry import Registry
 
-METHODS: dict[str, str] = {
+METHODS = Registry({
     "full": "tunesmith.model.methods.full:FullMethod",
     "freeze": "tunesmith.model.methods.freeze:FreezeMethod",
     "lora": "tunesmith.model.methods.lora:LoraMethod",
     "dora": "tunesmith.model.methods.lora:DoraMethod",
     "qlora": "tunesmith.model.methods.qlora:QLoraMethod",
-}
-_loaded: dict[str, type] = {}
+}, "config: method={name!r} is not known; choose one of {choices}", ConfigError)
 
 
 def register_method(name: str, method: str | type) -> None:
-    METHODS[name] = method if isinstance(method, str) else f"{method.__module__}:{method.__qualname__}"
-    if not isinstance(method, str):
-        _loaded[name] = method
+    METHODS.register(name, method)
 
 
 def method_class(name: str) -> type:
-    if name not in METHODS:
-        raise ConfigError(f"config: method={name!r} is not known; choose one of {', '.join(METHODS)}")
-    if name not in _loaded:
-        module, _, cls = METHODS[name].partition(":")
-        _loaded[name] = getattr(importlib.import_module(module), cls)
-    return _loaded[name]
+    return METHODS.load(name)
 
 
 def get_method(name: str, settings=None) -> "Method":  # noqa: F821 - the base class lives in methods.base
