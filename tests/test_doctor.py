@@ -14,6 +14,7 @@ from tunesmith.config import load_config
 from tunesmith.data.packing import IGNORE
 from tunesmith.doctor import doctor, to_html, to_text
 from tunesmith.doctor.report import NOTE, OK, PROBLEM
+from tunesmith.train.memory import CPU_TOKEN_CAP
 
 QUICKSTART = str(ROOT / "examples" / "quickstart.yaml")
 
@@ -45,7 +46,7 @@ def test_the_quickstart_gets_a_clean_bill():
     trained = [p.text for p in first.pieces if p.kind == "answer"]
     assert trained == ["A monthly rental costs 59,000 won, and you keep the bike at home.<|im_end|>"]
     assert "".join(p.text for p in first.pieces).startswith("<|im_start|>system\nYou are a helpful AI assistant")
-    assert report.memory.fits and report.memory.token_budget == 2048  # a whole step (8 rows x 256) fits on a CPU
+    assert report.memory.fits and report.memory.token_budget == CPU_TOKEN_CAP  # what train chooses on a CPU
 
 
 def test_a_template_ending_answers_with_a_token_chat_does_not_write_exits_1_with_the_fix(tiny_model_dir, tmp_path):

@@ -79,16 +79,13 @@ def _encode(items, stage, unlimited, template, tokenizer, documents: bool):
 
 def _memory(cfg, source: str, stage, method):
     from tunesmith.doctor.memory import estimate
-    from tunesmith.model.loader import pick_device, pick_dtype
+    from tunesmith.model.loader import pick_device
+    from tunesmith.train.precision import choose_precision
 
     device = pick_device(cfg.device)
-    try:
-        dtype = pick_dtype(cfg.dtype, device)
-    except KeyError:  # a training-only precision mode (pure_bf16, ...): its storage type
-        import torch
-
-        dtype = torch.bfloat16 if "bf16" in cfg.dtype else torch.float16
-    return estimate(cfg, source, stage, method, device, dtype)
+    precision = choose_precision(cfg.dtype, device)
+    dtype = precision.storage(method.saves_adapter)  # what train loads the base in
+    return estimate(cfg, source, stage, method, device, dtype, precision.trainable)
 
 
 def gib(n: int) -> str:

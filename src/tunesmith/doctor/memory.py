@@ -42,12 +42,16 @@ def _counted(model, method, stage, dtype, cfg) -> tuple[object, int, int]:
     return wrapped, trained, linear
 
 
-def estimate(cfg, source: str, stage, method, device: torch.device, dtype: torch.dtype) -> MemoryEstimate:
+def estimate(cfg, source: str, stage, method, device: torch.device, dtype: torch.dtype,
+             trained_dtype: torch.dtype | None = None) -> MemoryEstimate:
+    """`dtype`: what the base is stored in; `trained_dtype`: what trained weights and gradients are kept in
+    (fp32 under mixed precision; default `dtype`)."""
     from tunesmith.train.memory import activation_bytes_per_token, free_memory, plan_memory
 
     base = _skeleton(source, stage.head, dtype)
     base_values = sum(p.numel() for p in base.parameters())
     width = torch.finfo(dtype).bits // 8
+    trained_width = torch.finfo(trained_dtype or dtype).bits // 8
     _, trained, quantized = _counted(base, method, stage, dtype, cfg)
     bits = getattr(method, "bits", None)
     weights = int((base_values - quantized) * width + quantized * QUANTIZED_BYTES.get(bits, width))
@@ -55,8 +59,8 @@ def estimate(cfg, source: str, stage, method, device: torch.device, dtype: torch
     lines = [MemoryLine(f"weights ({base_values / 1e6:,.0f}M values, {_describe(dtype, bits if quantized else None)})",
                         weights)]
     if adapter:
-        lines.append(MemoryLine(f"adapter ({trained / 1e6:,.2f}M values)", trained * width))
-    lines.append(MemoryLine("gradients", trained * width))
+        lines.append(MemoryLine(f"adapter ({trained / 1e6:,.2f}M values)", trained * trained_width))
+    lines.append(MemoryLine("gradients", trained * trained_width))
     lines.append(MemoryLine(f"optimizer state ({cfg.optimizer})", trained * OPTIMIZER_BYTES.get(cfg.optimizer, 8)))
     fixed = sum(line.bytes for line in lines)
     free = free_memory(device)
@@ -64,7 +68,7 @@ def estimate(cfg, source: str, stage, method, device: torch.device, dtype: torch
     level, quiet.level = quiet.level, logging.WARNING  # plan_memory logs its choice; the report shows it
     try:
         # train plans once the weights are loaded: the memory free then is what is free now minus the weights.
-        plan = plan_memory(cfg, base, device, free=max(free - weights - (trained * width if adapter else 0), 0),
+        plan = plan_memory(cfg, base, device, free=max(free - weights - (trained * trained_width if adapter else 0), 0),
                            trains_all_weights=not adapter)
     finally:
         quiet.level = level
