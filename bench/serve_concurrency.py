@@ -11,41 +11,18 @@ import argparse
 import datetime
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from report import write_section
+from serve_engines import free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = ["What are your customer support hours?", "How much does a monthly rental cost?",
              "What is the name of your app?", "Can I bring my dog on a bike?", "고객센터 운영 시간이 어떻게 되나요?",
              "Tell me about Haneul Bikes.", "How do I report a lost bike?", "Do you accept cash?"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: str | None, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "tunesmith", "serve", *([model] if model else []), "--port", str(port)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import httpx
-
-    for _ in range(240):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def one_request(client, i: int, max_tokens: int, stream: bool = False) -> int:
@@ -98,7 +75,7 @@ def main() -> None:
     from openai import OpenAI
 
     port = free_port()
-    server = start_server(args.model, port)
+    server = start_server([args.model] if args.model else [], port)
     try:
         # A request that hangs fails after 120 s instead of blocking the run: a hang is counted as an error.
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", timeout=120, max_retries=0)

@@ -72,7 +72,7 @@ def start_server(args: list[str], port: int) -> subprocess.Popen:
     import httpx
 
     log = tempfile.TemporaryFile()  # noqa: SIM115 - it lives as long as the server, past this function
-    if args[0] == "llama_cpp.server":
+    if args[:1] == ["llama_cpp.server"]:
         command = [sys.executable, "-m", *args, "--port", str(port)]
     else:
         command = [sys.executable, "-m", "tunesmith", "serve", *args, "--port", str(port)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600, env: dict |
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "tunesmith", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env=env, timeout=timeout, input=stdin)
+
+
+def network_address() -> str | None:
+    """This machine's address on its network (no packet is sent), or None when it has only loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            address = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address

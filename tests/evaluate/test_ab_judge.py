@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from tests.conftest import write_jsonl
+from tests.conftest import network_address, write_jsonl
 from tests.evaluate.judge_server import JudgeServer, RedirectServer
 from tunesmith.errors import ConfigError, JudgeError
 from tunesmith.evaluate.abstats import wilson_interval
@@ -129,19 +129,8 @@ def test_plain_http_to_another_machine_is_refused(tmp_path, monkeypatch, url):
         HttpJudge(allowed)  # https, or this machine: no flag needed
 
 
-def non_loopback_address() -> str | None:
-    """This machine's address on its network (no packet is sent), or None when it has only loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))
-            address = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if address.startswith("127.") else address
-
-
 def test_a_judge_on_the_network_needs_judge_insecure(tmp_path, monkeypatch):
-    address = non_loopback_address()
+    address = network_address()
     if address is None:
         pytest.skip("this machine has no non-loopback address to serve a judge on")
     monkeypatch.setenv("TUNESMITH_JUDGE_KEY", "s3cret")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import QA, ROOT, write_jsonl
-from tests.webui.webui_server import network_address, running_webui
+from tests.conftest import QA, ROOT, network_address, write_jsonl
+from tests.webui.webui_server import running_webui
 from tunesmith.config import load_config
 from tunesmith.webui.form import parse_command
 

@@ -10,8 +10,8 @@ import re
 import httpx
 import pytest
 
-from tests.conftest import QA, write_jsonl
-from tests.webui.webui_server import network_address, running_webui
+from tests.conftest import QA, network_address, write_jsonl
+from tests.webui.webui_server import running_webui
 from tunesmith.webui.train_form import WIDGET_FIELDS
 
 pytestmark = pytest.mark.slow

@@ -29,17 +29,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def network_address() -> str | None:
-    """This machine's address on its network (no packet is sent), or None when it has only loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("192.0.2.1", 9))
-            address = s.getsockname()[0]
-        except OSError:
-            return None
-    return None if address.startswith("127.") else address
-
-
 @dataclass
 class RunningWebUI:
     url: str  # where the tests reach it, ending in /
