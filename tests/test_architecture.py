@@ -17,6 +17,7 @@ SRC = Path(tunesmith.__file__).parent
 ALLOWED = {
     "errors": set(),
     "registry": set(),
+    "webserver": {"errors"},  # uvicorn in a thread, for serve and the Web UI
     "extras": {"errors"},
     "data": {"errors"},
     "model": {"errors", "extras", "data", "registry"},
@@ -27,11 +28,12 @@ ALLOWED = {
     "train": {"errors", "extras", "config", "data", "model", "stages", "run"},
     "evaluate": {"errors", "extras", "data", "model", "stages", "run", "infer"},
     "export": {"errors", "extras", "data", "model", "stages", "run", "registry"},
-    "serve": {"errors", "extras", "data", "model", "run", "infer"},
+    "serve": {"errors", "extras", "data", "model", "run", "infer", "webserver"},
     # Checks a training config before training, with train's own memory planner: above train, beside the CLI.
     "doctor": {"errors", "extras", "config", "data", "model", "stages", "run", "train"},
     # The Train tab's Check button shows doctor's report; training itself only ever runs in a CLI subprocess.
-    "webui": {"errors", "extras", "config", "data", "model", "stages", "run", "infer", "evaluate", "doctor"},
+    "webui": {"errors", "extras", "config", "data", "model", "stages", "run", "infer", "evaluate", "doctor",
+              "webserver"},
 }
 TOP = {"cli", "__main__", "tunesmith"}  # the entry points may import anything
 # The registries' name tables: the Web UI lists its choices from them (they import nothing heavy, see below).

@@ -13,3 +13,14 @@ def test_embedded_model_two_steps(embedded_dir, alpaca_file, tmp_path):
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(embedded_dir)
     assert (out / "adapter_model.safetensors").stat().st_size > 0
+
+
+def test_the_embedded_model_knows_its_gguf_quantization(embedded_dir):
+    """Converted once from SmolLM2's Q4_1 GGUF: inference reads that note (auto may decode with int8 weights); an
+    adapter trained on it is not the file's weights any more."""
+    from tunesmith.infer.loading import load_for_inference
+    from tunesmith.model.loader import gguf_weights
+
+    assert gguf_weights(embedded_dir) == "Q4_1"
+    assert load_for_inference(None).engine.quantized_from == "Q4_1"
+    assert gguf_weights(embedded_dir.parent) is None

@@ -1,5 +1,6 @@
 """Batched decoding gives each request what it would get alone; stop strings, budgets and streaming behave."""
 
+import pytest
 import torch
 
 from tunesmith.infer.engine import Request, SamplingParams, sample
@@ -97,6 +98,52 @@ def test_bf16_path_stays_close_to_fp32(tiny_model_dir):
     assert float((bf16 - fp32).norm() / fp32.norm()) < 0.05  # bf16 keeps ~3 significant digits
     r = alone(lm, prompt, n=8)
     assert r.finish_reason in ("stop", "length") and r.error is None
+
+
+def test_int8_path_stays_close_to_fp32_and_batches(tiny_model_dir):
+    """int8 weights for steps of a few rows, the bf16 copy beyond: both stay near fp32, and rows decoded together
+    match rows decoded alone."""
+    lm = load_for_inference(str(tiny_model_dir))
+    prompt = lm.encode_chat([{"role": "user", "content": "What are the hours of support?"}])
+    fp32 = lm.engine.use("fp32").prefill([Request(prompt, greedy())]).logits
+    engine = lm.engine.use("int8")
+    assert engine.describe() == "fast (int8)"
+    backend = engine.backend
+    attn, qkv = lm.model.model.layers[0].self_attn, backend.layers[0][1]
+    assert qkv.int8.dtype == torch.int8
+    cache = backend.new_cache()
+    backend.prefill_row(cache, prompt)
+    assert torch.isfinite(backend.decode(cache, [prompt[-1]])).all()  # one row: the int8 weights
+    with torch.no_grad():
+        x = torch.randn(1, 1, lm.model.config.hidden_size)
+        exact = torch.cat([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)], dim=-1)
+        small = qkv(x.to(torch.bfloat16)).float()
+        big = qkv(x.expand(1, 8, -1).to(torch.bfloat16)).float()[:, :1]  # 8 rows: the bf16 copy
+    assert float((small - exact).norm() / exact.norm()) < 0.03  # 8-bit weights: ~2 significant digits
+    assert float((big - exact).norm() / exact.norm()) < 0.03
+    int8 = engine.prefill([Request(prompt, greedy())]).logits  # a prompt: the bf16 copy
+    assert float((int8 - fp32).norm() / fp32.norm()) < 0.05
+    prompts = [lm.encode_chat([{"role": "user", "content": q}]) for q in ("Hi", "Hello there", "Tell me more")]
+    alone_ids = [alone(lm, p, n=6).completion_ids for p in prompts]
+    together = [Request(p, greedy(6)) for p in prompts]  # 3 rows: still the int8 weights, row by row
+    lm.engine.generate(together)
+    assert [r.completion_ids for r in together] == alone_ids
+
+
+def test_auto_dtype_picks_int8_only_for_weights_read_from_a_quantized_gguf(tiny_model_dir, monkeypatch):
+    from tunesmith.infer import llama_backend
+
+    model = load_for_inference(str(tiny_model_dir)).model
+    monkeypatch.setattr(llama_backend, "BF16_MIN_BYTES", 0)  # as if the model were large
+    monkeypatch.setattr(llama_backend, "fast_bf16_cpu", lambda: True)
+    assert [llama_backend.auto_dtype(model, source) for source in ("Q8_0", "Q4_1", "F16", None)] == \
+        ["int8", "int8", "bf16", "bf16"]
+    monkeypatch.setattr(model.config, "intermediate_size", 120)  # a width torch's int8 kernel gets wrong
+    assert llama_backend.auto_dtype(model, "Q8_0") == "bf16"
+    with pytest.raises(ValueError, match="multiples of 64"):
+        llama_backend.LlamaBackend(model, "int8")
+    monkeypatch.setattr(llama_backend, "fast_bf16_cpu", lambda: False)  # AVX2 only: bf16 inputs are emulated
+    assert {llama_backend.auto_dtype(model, source) for source in ("Q8_0", None)} == {"fp32"}
 
 
 def test_one_request_fails_or_is_cancelled_alone(tiny_model_dir, monkeypatch):

@@ -140,6 +140,26 @@ def test_keys_from_env_and_file_and_the_bind_rule(tiny_model_dir, tmp_path):
     assert result.returncode == 2 and "no key" in result.stderr
 
 
+def test_busy_port_is_one_line_and_sigterm_ends_the_server_cleanly(tiny_model_dir):
+    """The decoding loop runs on the main thread and uvicorn in another (tunesmith/webserver.py): a busy port still
+    fails in one line before any model loads, and SIGTERM (a service manager's stop) exits 0 and closes the port."""
+    proc, base = start(str(tiny_model_dir), "--dtype", "fp32")
+    port = base.rsplit(":", 1)[1]
+    try:
+        busy = run_cli("serve", str(tiny_model_dir), "--port", port)
+        assert busy.returncode != 0 and "Traceback" not in busy.stderr
+        assert busy.stderr.strip().splitlines() == [f"error: serve: cannot listen on 127.0.0.1:{port} (in use?); "
+                                                    "pick another with --port"]
+        client = OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0)
+        model = client.models.list().data[0].id
+        assert client.completions.create(model=model, prompt="Hi", max_tokens=3).usage.completion_tokens > 0
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{base}/health", timeout=2)
+
+
 def test_bind_rule_accepts_loopback_only():
     from tunesmith.errors import ConfigError
     from tunesmith.serve.server import check_bind

@@ -11,13 +11,13 @@ import tunesmith.webui
 WEBUI = Path(tunesmith.webui.__file__).parent
 # tunesmith modules the Web UI may use, and why: settings, one-line errors, reading and encoding data (previews,
 # through the stages), the registries it lists choices from, the run directory, finding models and tokenizers,
-# inference (chat), evaluation's formatting and A/B counting, and doctor's report (the Check button).
+# inference (chat), evaluation's formatting and A/B counting, doctor's report (the Check button), and the shared uvicorn-in-a-thread server.
 ALLOWED = ("tunesmith.config", "tunesmith.errors", "tunesmith.data", "tunesmith.model.loader", "tunesmith.infer",
            "tunesmith.stages", "tunesmith.run", "tunesmith.extras", "tunesmith.model.methods",
            "tunesmith.export.formats",
            "tunesmith.evaluate.runner", "tunesmith.evaluate.abtest", "tunesmith.evaluate.ab_record",
            "tunesmith.evaluate.abstats",
-           "tunesmith.evaluate.benchmarks", "tunesmith.doctor", "tunesmith.webui")
+           "tunesmith.evaluate.benchmarks", "tunesmith.doctor", "tunesmith.webserver", "tunesmith.webui")
 ALLOWED_FROM_EVALUATE = {"tunesmith.evaluate.runner": {"format_value", "metric_rows"},
                          "tunesmith.evaluate.ab_record": {"PreferenceRecord", "append_record"},
                          "tunesmith.evaluate.abtest": {"load_prompts"},

@@ -86,9 +86,10 @@ def serve_parser(sub) -> None:
     engines = ", ".join(f"{name}: {ENGINES[name].help}" for name in listed())
     p.add_argument("--engine", default="auto", metavar="{" + ",".join(["auto", *listed()]) + "}",
                    help=f"auto = llamacpp for .gguf files when it is installed, else transformers; {engines}")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="transformers engine on a CPU: auto = bf16 weights where the CPU has fast bf16 (avx512_bf16, "
-                   "AMX) and the model is large enough to gain, else fp32")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8"),
+                   help="transformers engine on a CPU: auto = where the CPU has fast bf16 (avx512_bf16, AMX) and the "
+                   "model is large enough to gain, int8 weights for a model read from an 8-bit or smaller GGUF, else "
+                   "bf16; fp32 elsewhere")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for decoding (default: every core); fewer on a machine busy with other work")
     p.add_argument("--device", default="auto")

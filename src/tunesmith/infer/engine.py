@@ -79,19 +79,23 @@ class Batch:
 
 
 class Engine:
-    def __init__(self, model, tokenizer, stop_token_ids: set[int], dtype: str = "auto", backend=None):
-        """`model`: a transformers model; or None with a ready `backend` (llama.cpp: infer/llamacpp.py)."""
+    def __init__(self, model, tokenizer, stop_token_ids: set[int], dtype: str = "auto", backend=None,
+                 quantized_from: str | None = None):
+        """`model`: a transformers model; or None with a ready `backend` (llama.cpp: infer/llamacpp.py).
+        `quantized_from`: the GGUF quantization the model's weights were read from, if any (auto may pick int8)."""
         self.model = model
         self.tokenizer = tokenizer
         self.stop_token_ids = stop_token_ids
         self.device = next(model.parameters()).device if model is not None else torch.device("cpu")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._backend = backend
-        self.dtype = dtype  # "auto", "fp32" or "bf16"; the fast path is built on first use
+        self.dtype = dtype  # "auto", "fp32", "bf16" or "int8"; the fast path is built on first use
+        self.quantized_from = quantized_from
 
     def use(self, dtype: str = "auto", fast: bool = True) -> Engine:
-        """Choose the decoding path: dtype "auto" (bf16 for large fp32 weights on a CPU with fast bf16), "fp32" or
-        "bf16"; fast=False forces transformers' own forward. (An engine built on a given backend keeps it.)"""
+        """Choose the decoding path: dtype "auto" (on a CPU with fast bf16, for large fp32 weights: int8 when they
+        came from an 8-bit or smaller GGUF, else bf16), "fp32", "bf16" or "int8"; fast=False forces transformers'
+        own forward. (An engine built on a given backend keeps it.)"""
         if self.model is not None:
             self.dtype, self._backend = dtype, (None if fast else HfBackend(self.model, self.pad_id))
         return self
@@ -100,7 +104,9 @@ class Engine:
     def backend(self):
         if self._backend is None:
             if llama_backend.supports(self.model):
-                dtype = llama_backend.auto_dtype(self.model) if self.dtype == "auto" else self.dtype
+                dtype = self.dtype
+                if dtype == "auto":
+                    dtype = llama_backend.auto_dtype(self.model, self.quantized_from)
                 self._backend = llama_backend.LlamaBackend(self.model, dtype)
             else:
                 self._backend = HfBackend(self.model, self.pad_id)

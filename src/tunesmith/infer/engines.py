@@ -33,6 +33,10 @@ def load_transformers(specs: list[str], names: list[str], device: str, rows: int
         if loaded.name in models:
             raise ConfigError(f"serve: two models are named '{loaded.name}'; give each a --name")
         loaded.engine.use(dtype)
+        try:
+            loaded.engine.backend  # built now: a dtype this model cannot use is one line at start, not a failed request
+        except ValueError as e:
+            raise ConfigError(f"serve: {loaded.name}: {e}") from None
         models[loaded.name] = loaded
     return models
 

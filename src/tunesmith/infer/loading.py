@@ -11,7 +11,7 @@ from tunesmith.data.dataset import wants_bos
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ModelError
 from tunesmith.infer.engine import Engine
-from tunesmith.model.loader import EMBEDDED_NAME
+from tunesmith.model.loader import EMBEDDED_NAME, gguf_weights
 from tunesmith.run import RunDir, load_run
 
 
@@ -58,5 +58,7 @@ def load_for_inference(spec: str | None, device: str = "auto", name: str | None 
     stops |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos])
     stops.discard(None)  # (GPT-NeoX's EOS is also its unknown token: it must stay a stop)
     context = getattr(model.config, "max_position_embeddings", None) or 2048
-    return LoadedModel(label, model, tokenizer, template, Engine(model, tokenizer, stops), context,
-                       loaded.adapter_name)
+    # The GGUF's own quantization, for weights exactly as read from it (an adapter merged in adds float precision)
+    source = gguf_weights(loaded.run.weights) if loaded.run.adapter is None else None
+    return LoadedModel(label, model, tokenizer, template, Engine(model, tokenizer, stops, quantized_from=source),
+                       context, loaded.adapter_name)

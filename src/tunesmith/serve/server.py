@@ -1,4 +1,5 @@
-"""`tunesmith serve`: load the models with the chosen engine, build the app, run uvicorn.
+"""`tunesmith serve`: load the models with the chosen engine, build the app, run uvicorn in a thread and the
+decoding loop on the main thread (why: tunesmith/webserver.py).
 
 Keys come from TUNESMITH_API_KEY or a keys file (one per line); `--api-key` still works, but a key on the command
 line is visible to every user of the machine in `ps`. The server binds 127.0.0.1 unless told otherwise, and refuses
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 from pathlib import Path
 
 from tunesmith.errors import ConfigError
@@ -62,16 +64,27 @@ def check_bind(host: str, keys: list[str], insecure: bool) -> None:
 def serve(specs: list[str], names: list[str], host: str, port: int, keys: list[str], max_batch: int,
           engine: str = "auto", device: str = "auto", insecure: bool = False, limits=None,
           dtype: str = "auto", threads: int | None = None) -> None:
-    import uvicorn
-
     from tunesmith.serve.app import Limits, create_app
+    from tunesmith.webserver import WebServer, bind
 
     check_bind(host, keys, insecure)
+    sock = bind(host, port, "serve")
     limits = limits or Limits(max_batch=max_batch)
     models = engines.load(engine, specs, names, device, rows=max(max_batch, 8), dtype=dtype, threads=threads)
-    app = create_app(models, keys, limits)
+    app = create_app(models, keys, limits, batcher_thread=False)
+    server = WebServer(app, sock, "serve", limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=30,
+                       timeout_graceful_shutdown=5)
     described = ", ".join(f"{name} [{m.engine.describe()}]" for name, m in models.items())
     log.info("serving %s on http://%s:%d/v1%s", described, host, port,
              " (API key required)" if keys else " (no API key)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=MAX_CONNECTIONS,
-                timeout_keep_alive=30)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: the same clean exit as Ctrl-C
+    try:
+        app.app.state.batcher.run(until=lambda: not server.running)  # app: the Guard around FastAPI
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt

@@ -13,12 +13,13 @@ import os
 
 import gradio as gr
 
+from tunesmith.webserver import WebServer, bind
 from tunesmith.webui import ab_tab, chat_tab, eval_tab, export_tab, runs_tab, train_tab
 from tunesmith.webui.context import TRAIN, Context
 from tunesmith.webui.i18n import DEFAULT_LANGUAGE, LANGUAGE_CHOICES, Key, Labels, language_from_header, text
 from tunesmith.webui.runs import loadable_models
 from tunesmith.webui.security import Credentials, Gate, configured_credentials, generated_credentials, is_loopback
-from tunesmith.webui.server import bind, build_server_app, start
+from tunesmith.webui.server import build_server_app
 
 TAB_TRAIN, TAB_EVAL, TAB_CHAT, TAB_EXPORT, TAB_RUNS = "train", "eval", "chat", "export", "runs"
 
@@ -94,14 +95,14 @@ def launch(host: str = "127.0.0.1", port: int = 7860, workspace: str = "runs", a
     credentials = configured_credentials(auth_file)  # a bad setting stops here, before anything starts
     if credentials is None and not is_loopback(host):
         credentials = generated_credentials()
-    sock = bind(host, port)
+    sock = bind(host, port, "webui")
     ctx = Context(workspace)
     ctx.workspace.prepare()
     os.environ["GRADIO_TEMP_DIR"] = str(ctx.workspace.upload_cache_dir)  # uploads arrive inside the workspace too
     demo = build_app(ctx)
     gate = Gate(credentials, port, loopback_only=is_loopback(host) and credentials is None)
     app = build_server_app(demo, gate, allowed_paths=[ctx.root], blocked_paths=ctx.workspace.private_dirs)
-    server = start(app, sock)
+    server = WebServer(app, sock, "webui")
     print(text(DEFAULT_LANGUAGE, "app.listening", url=f"http://{host}:{port}"), flush=True)
     print(text(DEFAULT_LANGUAGE, "app.workspace", root=ctx.root), flush=True)
     line = login_line(host, port, credentials)
