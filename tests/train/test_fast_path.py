@@ -58,6 +58,26 @@ def test_scaled_and_soft_capped_heads_match_full_logits(scale, softcap):
     torch.testing.assert_close(weight.grad, want_w)
 
 
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_bf16_hidden_states_get_an_fp32_loss_and_bf16_gradients(scale):
+    """Mixed precision: bf16 logits from the matmul, softmax and loss summed in fp32, the gradient handed back in
+    bf16 (the chunk buffers of two dtypes). Compared with the same bf16 logits taken through fp32 by hand."""
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 64, dtype=torch.bfloat16, requires_grad=True)
+    weight = (torch.randn(300, 64) * 0.5).to(torch.bfloat16)
+    targets = torch.randint(0, 300, (37,))
+    logits = (hidden @ weight.t()).float() * scale
+    plain = F.cross_entropy(logits, targets, reduction="sum")
+    plain.backward()
+    want_h = hidden.grad.clone()
+    hidden.grad = None
+    chunked = chunked_linear_cross_entropy(hidden, weight, targets, chunk=8, scale=scale)
+    chunked.backward()
+    assert chunked.dtype == torch.float32 and hidden.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(chunked, plain.detach(), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(hidden.grad.float(), want_h.float(), rtol=2e-2, atol=2e-2)
+
+
 def test_a_model_whose_logits_are_not_its_head_keeps_the_plain_path(tiny_model_dir):
     """The chunked head is chosen by checking the model's own logits, not a list of model types: a model that
     changes its logits in a way the config does not announce is left to compute them itself."""

@@ -22,6 +22,7 @@ from tunesmith.config import TrainConfig
 from tunesmith.run import CHECKPOINTS, RunError, read_log, rewrite_log
 from tunesmith.train import checkpoint as ckpt
 from tunesmith.train.best import BestWeights
+from tunesmith.train.memory import release_free_memory
 from tunesmith.train.monitor import Monitor
 from tunesmith.train.setup import TrainingSetup, compile_layers, save_result, setup
 
@@ -111,6 +112,7 @@ class _Trainer:
             self.evaluate(0)
         s.train_module.train()
         window = _Window()
+        release_free_memory(s.device)
         while state.step < s.max_steps:
             started = time.time()
             loss, units, grad_norm = self.train_step(state.step, window)

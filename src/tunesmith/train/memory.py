@@ -10,7 +10,9 @@ kept, plus one layer's activations while it is recomputed.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -20,10 +22,10 @@ from tunesmith.config import TrainConfig
 log = logging.getLogger("tunesmith")
 HIDDEN_COPIES, INTERMEDIATE_COPIES = 20, 10  # values per token and layer, in units of hidden / intermediate size
 USABLE = 0.6  # share of the free memory given to activations; the rest absorbs fragmentation and the optimizer
-# On a CPU a micro-batch of 1,024 tokens already runs at full speed: with bf16 autocast on the benchmark's LoRA step
-# (AMD EPYC, avx512_bf16) 512/1,024/2,048 tokens gave 2.07/2.23/2.14 samples/s at 2.40/3.09/4.23 GiB peak, and
-# bigger ones (a whole 16-row step) the same speed at about 3x the memory (BENCHMARKS.md, "levers").
-CPU_TOKEN_CAP = 1024
+# On a CPU a micro-batch of 768 tokens already runs at full speed: with bf16 autocast on the benchmark's LoRA step
+# (AMD EPYC, avx512_bf16) 512/768/1,024 tokens gave 2.13/2.23/2.22 samples/s at 2.45/2.50/2.92 GiB peak (2.31 and
+# 2.54 GiB for 768 and 1,024 with release_free_memory); 2,048 tokens and more were no faster, only bigger.
+CPU_TOKEN_CAP = 768
 
 
 @dataclass
@@ -32,6 +34,19 @@ class MemoryPlan:
     checkpointing: bool
     free_bytes: int
     bytes_per_token: int
+
+
+def release_free_memory(device: torch.device) -> None:
+    """Give the heap's free pages back to the system, once, before training (glibc's malloc_trim). Loading the base
+    in bf16 frees its fp32 copy; left in the heap, those holes fragmented it and the peak of the benchmark's CPU run
+    grew from 2.3 to 2.5 GiB. Trimming every step as well kept it lower still, but cost 7% of the speed: freed
+    pages come back zero-filled, one fault at a time."""
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # another C library (musl has no malloc_trim)
+        pass
 
 
 def free_memory(device: torch.device) -> int:
