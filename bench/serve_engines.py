@@ -140,7 +140,8 @@ def decoding_steps(gguf: Path, tokens: int, repeats: int) -> list[str]:
         return Engine(loaded.model, loaded.tokenizer, loaded.engine.stop_token_ids)
 
     paths = [("transformers forward, fp32 (before)", fresh().use("fp32", fast=False)),
-             ("fast path, fp32", fresh().use("fp32")), ("fast path, bf16", fresh().use("bf16"))]
+             ("fast path, fp32", fresh().use("fp32")), ("fast path, bf16", fresh().use("bf16")),
+             ("fast path, int8", fresh().use("int8"))]
     if llamacpp.installed():
         backend = llamacpp.LlamaCppBackend(gguf, 8)
         paths.append(("llama.cpp", Engine(None, loaded.tokenizer, loaded.engine.stop_token_ids | backend.stop_tokens(),
@@ -175,6 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     gguf = Path(args.gguf) if args.gguf else default_gguf()
     engines = [("transformers", ["--engine", "transformers"]),
+               ("transformers, --dtype bf16", ["--engine", "transformers", "--dtype", "bf16"]),
                ("transformers, --dtype fp32", ["--engine", "transformers", "--dtype", "fp32"])]
     try:
         import llama_cpp
