@@ -60,8 +60,9 @@ def convert_gguf(gguf: Path, name: str | None = None) -> Path:
     out = cache_dir() / "models" / (name or f"{gguf.stem}-{key}")
     if (out / "config.json").exists():
         _drop_gguf_quantization(out)  # caches written before this fix still carry it
-        if not (out / GGUF_MARKER).exists():  # nor this note
-            _note_gguf_weights(gguf, out)
+        if not (out / GGUF_MARKER).exists():  # nor this note (optional: without it inference stays in float)
+            with contextlib.suppress(OSError):  # a cache folder this user may not write
+                _note_gguf_weights(gguf, out)
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with _file_lock(out.with_name(out.name + ".lock")):  # one converter at a time; the others wait, then reuse it

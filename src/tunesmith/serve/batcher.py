@@ -1,9 +1,10 @@
 """Continuous batching over every served model, fair between them, with cancellation and a bounded queue.
 
 One thread owns the model(s) and loops (`run`; under `tunesmith serve` the main thread, see webserver.py): admit
-waiting jobs into their model's batch (up to `max_batch` rows per model), then advance every model's running batch by one token, taking turns. So requests for two models (or two
-adapters on one base) both progress under load, each at its share of the machine, instead of one waiting for the
-other's batch to drain. A job is one client request; its `n` choices are rows of the batch.
+waiting jobs into their model's batch (up to `max_batch` rows per model), then advance every model's running batch
+by one token, taking turns. So requests for two models (or two adapters on one base) both progress under load, each
+at its share of the machine, instead of one waiting for the other's batch to drain. A job is one client request;
+its `n` choices are rows of the batch.
 
 A cancelled job (its client disconnected, timed out, or its handler failed) leaves the queue at once, or the batch
 at the next step: the engine drops rows whose request is marked cancelled before it computes anything for them.
