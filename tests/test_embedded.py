@@ -23,4 +23,5 @@ def test_the_embedded_model_knows_its_gguf_quantization(embedded_dir):
 
     assert gguf_weights(embedded_dir) == "Q4_1"
     assert load_for_inference(None).engine.quantized_from == "Q4_1"
+    assert load_for_inference(None, int8=False).engine.quantized_from is None  # evaluation: decoded like the others
     assert gguf_weights(embedded_dir.parent) is None

@@ -122,7 +122,7 @@ def run_eval(specs: list[str], dataset: str | None, benchmark_paths: list[str], 
         results["training"] = training
     for number, (label, spec) in enumerate(zip(labels, specs), 1):
         log.info("evaluating %s", label)
-        loaded = load_for_inference(spec, device, name=label)
+        loaded = load_for_inference(spec, device, name=label, int8=False)  # base and fine-tuned decoded alike
         metrics = {}
         if items is not None:
             metrics.update(dataset_loss(loaded, items))

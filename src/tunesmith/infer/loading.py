@@ -42,9 +42,11 @@ class LoadedModel:
 
 
 def load_for_inference(spec: str | None, device: str = "auto", name: str | None = None,
-                       shared: dict | None = None) -> LoadedModel:
+                       shared: dict | None = None, int8: bool = True) -> LoadedModel:
     """`shared` (base path -> peft model) lets several adapter runs on the same base share one copy of it. Without
-    it, an adapter is merged into its base: decoding is then ~20% faster on a CPU, with the same greedy text."""
+    it, an adapter is merged into its base: decoding is then ~20% faster on a CPU, with the same greedy text.
+    `int8=False` keeps the decoding dtype from depending on where the weights came from (a GGUF file may otherwise
+    decode in int8): evaluation and A/B compare models decoded alike."""
     run = RunDir.open(spec)
     if run.is_reward and run.path is not None:
         raise ModelError(f"{spec}: this is a reward model; score text with `tunesmith score {spec}`")
@@ -59,6 +61,6 @@ def load_for_inference(spec: str | None, device: str = "auto", name: str | None 
     stops.discard(None)  # (GPT-NeoX's EOS is also its unknown token: it must stay a stop)
     context = getattr(model.config, "max_position_embeddings", None) or 2048
     # The GGUF's own quantization, for weights exactly as read from it (an adapter merged in adds float precision)
-    source = gguf_weights(loaded.run.weights) if loaded.run.adapter is None else None
+    source = gguf_weights(loaded.run.weights) if int8 and loaded.run.adapter is None else None
     return LoadedModel(label, model, tokenizer, template, Engine(model, tokenizer, stops, quantized_from=source),
                        context, loaded.adapter_name)

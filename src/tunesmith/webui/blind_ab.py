@@ -40,7 +40,7 @@ def answer_all(spec: str, prompts: list[dict[str, str | None]], max_new_tokens: 
     from tunesmith.evaluate.benchmarks import generate_replies
     from tunesmith.infer.loading import load_for_inference
 
-    loaded = load_for_inference(spec)
+    loaded = load_for_inference(spec, int8=False)  # both sides decoded alike, whatever file they came from
     conversations = [([{"role": "system", "content": p["system"]}] if p["system"] else [])
                      + [{"role": "user", "content": p["text"]}] for p in prompts]
     answers = generate_replies(loaded, conversations, max_new_tokens)
