@@ -5,9 +5,10 @@ dated table into BENCHMARKS.md, with the CPU and the instruction sets that decid
     python3 bench/serve_engines.py [--gguf FILE.gguf] [--max-tokens 128] [--repeats 3]
 
 Without --gguf the embedded SmolLM2-135M-Instruct is exported once to a Q8_0 GGUF by tunesmith's own exporter.
-Engines: transformers (our fast path, its automatic dtype; and fp32 for reference), llamacpp and, as the reference
-users compare with, llama-cpp-python's own server (both when llama-cpp-python is installed). A second table times
-one decoding step of each path without HTTP, the transformers forward the engine used before included. Run it on a quiet machine: on 2 cores any other busy process slows torch's threads many times.
+Engines: transformers (our fast path, its automatic dtype; bf16 and fp32 for reference), llamacpp and, as the
+reference users compare with, llama-cpp-python's own server (both when llama-cpp-python is installed). A second
+table times one decoding step of each path without HTTP, the transformers forward the engine used before included.
+Run it on a quiet machine: on 2 cores any other busy process slows torch's threads many times.
 """
 
 from __future__ import annotations

@@ -135,14 +135,14 @@ def test_auto_dtype_picks_int8_only_for_weights_read_from_a_quantized_gguf(tiny_
 
     model = load_for_inference(str(tiny_model_dir)).model
     monkeypatch.setattr(llama_backend, "BF16_MIN_BYTES", 0)  # as if the model were large
-    monkeypatch.setattr(llama_backend, "fast_bf16_cpu", lambda: True)
+    monkeypatch.setattr(llama_backend, "cpu_has_fast_bf16", lambda: True)
     assert [llama_backend.auto_dtype(model, source) for source in ("Q8_0", "Q4_1", "F16", None)] == \
         ["int8", "int8", "bf16", "bf16"]
     monkeypatch.setattr(model.config, "intermediate_size", 120)  # a width torch's int8 kernel gets wrong
     assert llama_backend.auto_dtype(model, "Q8_0") == "bf16"
     with pytest.raises(ValueError, match="multiples of 64"):
         llama_backend.LlamaBackend(model, "int8")
-    monkeypatch.setattr(llama_backend, "fast_bf16_cpu", lambda: False)  # AVX2 only: bf16 inputs are emulated
+    monkeypatch.setattr(llama_backend, "cpu_has_fast_bf16", lambda: False)  # AVX2 only: bf16 inputs are emulated
     assert {llama_backend.auto_dtype(model, source) for source in ("Q8_0", None)} == {"fp32"}
 
 

@@ -11,7 +11,8 @@ import tunesmith.webui
 WEBUI = Path(tunesmith.webui.__file__).parent
 # tunesmith modules the Web UI may use, and why: settings, one-line errors, reading and encoding data (previews,
 # through the stages), the registries it lists choices from, the run directory, finding models and tokenizers,
-# inference (chat), evaluation's formatting and A/B counting, doctor's report (the Check button), and the shared uvicorn-in-a-thread server.
+# inference (chat), evaluation's formatting and A/B counting, doctor's report (the Check button), and the shared
+# uvicorn-in-a-thread server.
 ALLOWED = ("tunesmith.config", "tunesmith.errors", "tunesmith.data", "tunesmith.model.loader", "tunesmith.infer",
            "tunesmith.stages", "tunesmith.run", "tunesmith.extras", "tunesmith.model.methods",
            "tunesmith.export.formats",

@@ -22,10 +22,13 @@ torch.compile is not used: dynamo cannot trace the oneDNN-packed weights, and th
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from tunesmith.infer.kv import SlotCache
+from tunesmith.model.loader import cpu_has_fast_bf16
 
 ARCHITECTURES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"}
 # Weights smaller than this sit in the CPU caches: decoding is not memory-bound and bf16 would only add rounding.
@@ -52,24 +55,11 @@ def supports(model) -> bool:
             and not windowed and not hasattr(layer.self_attn, "q_norm"))
 
 
-def fast_bf16_cpu() -> bool:
-    """bf16 matrix products run at full speed only with avx512_bf16 or AMX; elsewhere they are emulated."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # an older torch: read the flags ourselves (Linux)
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = f.read()
-        except OSError:
-            return False
-        return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
 def auto_dtype(model, quantized_from: str | None = None) -> str:
     """`quantized_from`: the GGUF quantization the weights were read from (loader.gguf_weights), if any."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     fp32 = next(model.parameters()).dtype == torch.float32
-    if not (fp32 and weights >= BF16_MIN_BYTES and fast_bf16_cpu()):
+    if not (fp32 and weights >= BF16_MIN_BYTES and cpu_has_fast_bf16()):
         return "fp32"
     if quantized_from and quantized_from not in FLOAT_GGUF_TYPES and int8_fits(model):
         return "int8"
@@ -84,6 +74,7 @@ def int8_fits(model) -> bool:
     return all(width % 64 == 0 for width in widths) and _int8_works()
 
 
+@functools.cache  # a property of this torch build and CPU: probed once
 def _int8_works() -> bool:
     try:
         x = torch.ones(INT8_MAX_ROWS, 64, dtype=torch.bfloat16)
@@ -94,6 +85,7 @@ def _int8_works() -> bool:
         return False
 
 
+@functools.cache
 def _packing_works() -> bool:
     try:
         w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(8, 8, dtype=torch.bfloat16), 1)
@@ -151,7 +143,8 @@ class LlamaBackend:
             raise ValueError("int8 decoding needs layer widths that are multiples of 64 and torch's weight-only int8 "
                              "kernel; use bf16 or fp32")
         exact = dtype == "fp32"
-        # fp32 keeps transformers' own RMSNorm arithmetic (same tokens); bf16 has no such promise: one fused op.
+        # fp32 keeps transformers' own RMSNorm arithmetic (same tokens); bf16 and int8 make no such promise: one
+        # fused op.
         self.rms_norm = rms_norm if exact else fused_rms_norm
         self.matrix_dtype = model.model.embed_tokens.weight.dtype if exact else torch.bfloat16
         self.layers = []

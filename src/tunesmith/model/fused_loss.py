@@ -87,9 +87,12 @@ class _ChunkedLinearCE(torch.autograd.Function):
             loss += (top + total.log() - target).sum()  # log-sum-exp minus the target's logit
             if want_h or want_w:  # d(sum of CE)/d logits = softmax - one_hot(target) = (e - total * one_hot) / total
                 e[torch.arange(n, device=t.device), t] -= total[:, 0]
-                if inner is not None:
+                factor = total.reciprocal()
+                if inner is not None:  # soft-capping: its derivative (the logit scale included)
                     e *= inner
-                e.mul_(total.reciprocal() * scale if inner is None else total.reciprocal())
+                elif scale != 1.0:
+                    factor *= scale
+                e.mul_(factor)
                 d_logits = e if grad_in is shifted else grad_in[:n].copy_(e)
                 if want_h:
                     grad_h[start:start + chunk] = d_logits @ weight

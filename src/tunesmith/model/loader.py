@@ -9,6 +9,7 @@ Hub tokens come only from `HF_TOKEN` or the hub's login cache (huggingface_hub r
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -184,6 +185,20 @@ def pick_device(requested: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix instructions (elsewhere bf16 is emulated, ~1 GFLOP/s). torch's own probe,
+    else the kernel's CPU flags (Linux). The one answer training's precision and the decoding path both use."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probe
+        try:
+            flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        except (OSError, StopIteration):
+            return False
+        return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:

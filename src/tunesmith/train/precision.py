@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
+
+from tunesmith.model.loader import cpu_has_fast_bf16
 
 log = logging.getLogger(__name__)
 NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -54,16 +55,6 @@ class Precision:
 def _both(first, second):
     with first, second:
         yield
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matrix instructions. From the kernel's CPU flags (Linux), else torch's own probe."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-    except (OSError, StopIteration):
-        probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        return bool(probe and probe())
 
 
 def choose_precision(requested: str, device: torch.device) -> Precision:
