@@ -26,7 +26,7 @@ from tunesmith.run import CONFIG_FILE, clear_results, is_finished, is_run, lates
 from tunesmith.stages import get_stage
 from tunesmith.stages.base import Stage
 from tunesmith.train import checkpoint as ckpt
-from tunesmith.train.memory import MemoryPlan, plan_memory
+from tunesmith.train.memory import MemoryPlan, bound_kernel_caches, plan_memory
 from tunesmith.train.optim import build_optimizer, build_scheduler
 from tunesmith.train.parallel import Parallel
 from tunesmith.train.precision import Precision, choose_precision, keep_trainable_in
@@ -139,6 +139,7 @@ def check_distributed(cfg: TrainConfig, stage: Stage, method) -> None:
 def setup(cfg: TrainConfig) -> TrainingSetup:
     from transformers import set_seed  # imports most of the ML stack: after the cheap checks below
 
+    bound_kernel_caches()  # before the first matmul of this process
     check_output_dir(cfg)
     candidates = ckpt.find_resume_checkpoints(cfg.output_dir, cfg.resume)
     if candidates:

@@ -4,6 +4,7 @@ The run holds the adapter only."""
 from __future__ import annotations
 
 from tunesmith.errors import ConfigError
+from tunesmith.model.lora_addmm import use_addmm_lora
 from tunesmith.model.methods.base import Method
 
 
@@ -37,10 +38,12 @@ class LoraMethod(Method):
                             target_modules=lora_targets(self.target), use_dora=self.use_dora, bias="none",
                             task_type="SEQ_CLS" if heads else "CAUSAL_LM", modules_to_save=list(heads) or None)
         try:
-            return get_peft_model(model, config)
+            model = get_peft_model(model, config)
         except ValueError as e:  # peft names the missing modules; keep its first line
             raise ConfigError(f"config: lora_target={self.target!r} does not fit this model "
                               f"({str(e).splitlines()[0][:160]}); use all-linear or names like q_proj,v_proj") from None
+        use_addmm_lora(model)  # the same update in one fused multiply-add per layer
+        return model
 
 
 class DoraMethod(LoraMethod):
