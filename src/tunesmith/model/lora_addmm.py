@@ -1,8 +1,9 @@
 """LoRA's update added inside one matmul. peft computes a plain LoRA layer as `result + B(A(x)) * scaling`: after the
-two small matmuls, a multiply and an add each read and write a whole (tokens x out_features) tensor, and in the
-backward the multiply comes back. On a CPU those passes cost more than the rank-16 matmuls themselves: with all seven
-projections adapted they were 15% of a SmolLM2 training step. Here the same update is one in-place
-`result.baddbmm_(A(x), B^T, alpha=scaling)`: the product is accumulated straight into the base layer's output.
+two small matmuls, a multiply and an add each read and write a whole (tokens x out_features) tensor, and the multiply
+comes back in the backward. Here the same update is one in-place `result.baddbmm_(A(x), B^T, alpha=scaling)`,
+accumulated straight into the base layer's output. Worth measured on the CPU benchmark's LoRA step (SmolLM2,
+all seven projections, bf16 autocast, AMD EPYC avx512_bf16), same process, steps interleaved: median 2.5% faster
+(0%, 2.7%, 4.6% in three runs); a gate-sized layer alone, forward and backward: 2.0 ms of LoRA overhead instead of 3.9.
 
 peft's seam for a different LoRA forward is the per-adapter `lora_variant` (DoRA uses it); its base class says the
 methods may change, so this module is the one place that relies on it, and `tests/model/test_lora_addmm.py` fails
