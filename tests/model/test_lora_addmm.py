@@ -13,10 +13,11 @@ def adapted(tiny_model_dir, fused: bool, dtype=torch.float32, **lora):
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=dtype)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", **lora))
+    generator = torch.Generator().manual_seed(0)  # the same B in every model built here
     with torch.no_grad():  # B starts at zero, which would hide any difference in the update
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(hash(name) % 2**31))
+                p.normal_(0, 0.2, generator=generator)
     if fused:
         assert use_addmm_lora(model) == 14  # 7 projections x 2 layers
     return model
