@@ -7,8 +7,9 @@
   LoRA bf16 and QLoRA nf4.
 
 Tokens/s count real tokens (no padding) over the steps after the first; peak memory is torch's max allocated; MFU
-is tokens/s x 4 x parameters against the measured bf16 matmul rate. No weights travel: the model is built from its
-config on the spot; the tokenizer (any, e.g. the embedded SmolLM2's) comes from --tokenizer.
+is tokens/s x 4 x parameters against the measured bf16 matmul rate. No weights are written or read: the model folder
+holds a config and a tokenizer (any, e.g. the embedded SmolLM2's, from --tokenizer), and each runner draws the
+random weights on the GPU itself (seeded), so the 8B case fits one short device session.
 
     python3 bench/train_throughput.py --gpu [--tokenizer DIR] [--steps 6] [--shape llama3-8b|tiny]
 """
@@ -43,22 +44,20 @@ RUNS = {  # name: (runner, extra)
 }
 
 
-def build_model(shape: str, tokenizer_dir: str, out: Path, dtype) -> int:
+def write_config(shape: str, tokenizer_dir: str, out: Path) -> int:
+    """A model folder holding only config.json and the tokenizer: both runners draw the random weights on the
+    device themselves (`train_from_scratch=true`, seed_recipe.py --from-scratch), so the 16 GB of an 8B model are
+    never written or read. Returns the parameter count (counted on the meta device)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = LlamaConfig(**SHAPES[shape], max_position_embeddings=8192, rope_theta=500000.0,
                          tie_word_embeddings=False, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config).to(dtype)
-    model.save_pretrained(out, max_shard_size="5GB")
+    config.save_pretrained(out)
     tok.save_pretrained(out)
-    params = sum(p.numel() for p in model.parameters())
-    del model
-    return params
+    with torch.device("meta"):
+        return sum(p.numel() for p in LlamaForCausalLM(config).parameters())
 
 
 def matmul_rate(dtype) -> float:
@@ -85,7 +84,8 @@ def run_tunesmith(model: Path, rows: Path, out: Path, steps: int, dtype: str, ex
     args = [f"model={model}", f"dataset={rows}", "template=alpaca", "cutoff_len=2048", "per_device_batch_size=2",
             "gradient_accumulation_steps=8", f"max_steps={steps}", "lora_rank=16", "lora_alpha=16",
             "learning_rate=1e-4", "lr_scheduler=constant", "shuffle=false", "val_size=0", f"dtype={dtype}",
-            "optimizer=adamw_8bit", f"output_dir={out}", "overwrite_output_dir=true", *extra]
+            "optimizer=adamw_8bit", "train_from_scratch=true", f"output_dir={out}", "overwrite_output_dir=true",
+            *extra]
     proc = subprocess.run([sys.executable, "-m", "tunesmith", "train", *args], cwd=ROOT, capture_output=True,
                           text=True)
     if proc.returncode != 0:
@@ -98,7 +98,7 @@ def run_tunesmith(model: Path, rows: Path, out: Path, steps: int, dtype: str, ex
 
 def run_seed(model: Path, rows: Path, steps: int, extra: list[str]) -> dict:
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("seed_recipe.py")), str(model), str(rows),
-                           "--steps", str(steps), *extra], capture_output=True, text=True)
+                           "--steps", str(steps), "--from-scratch", *extra], capture_output=True, text=True)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -122,7 +122,7 @@ def main(argv: list[str]) -> None:
     results = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("TUNESMITH_BENCH_TMP")) as tmp:
         work = Path(tmp)
-        params = build_model(args.shape, args.tokenizer, work / "model", dtype)
+        params = write_config(args.shape, args.tokenizer, work / "model")
         from transformers import AutoTokenizer
 
         rows = work / "rows.json"

@@ -4,7 +4,7 @@ response only, padded micro-batch 2 x accumulation 8, gradient checkpointing (re
 constant, bf16; QLoRA = bitsandbytes nf4 with double quantization and bf16 compute. Prints one JSON line:
 {"tokens_per_s": real (unpadded) tokens per second over the steps after the first, "peak_gib": max allocated}.
 
-    python3 bench/seed_recipe.py MODEL_DIR ROWS.json [--method lora|qlora] [--steps 6]
+    python3 bench/seed_recipe.py MODEL_DIR ROWS.json [--method lora|qlora] [--steps 6] [--from-scratch]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("rows")
     parser.add_argument("--method", choices=("lora", "qlora"), default="qlora")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--from-scratch", action="store_true", help="random weights from MODEL_DIR's config.json")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     dtype = torch.bfloat16 if cuda else torch.float32
@@ -53,8 +54,14 @@ def main() -> None:
     tok.pad_token = tok.pad_token or tok.eos_token
     quant = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                 bnb_4bit_compute_dtype=dtype) if args.method == "qlora" else None)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, quantization_config=quant,
-                                                 device_map={"": 0} if cuda else None)
+    if args.from_scratch:  # random weights drawn on the device from the folder's config (gpu_case.py writes no
+        from tunesmith.model.loader import random_model  # weights); making them is not what this recipe compares
+
+        torch.manual_seed(42)
+        model = random_model(args.model, dtype, torch.device("cuda" if cuda else "cpu"), quant)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype, quantization_config=quant,
+                                                     device_map={"": 0} if cuda else None)
     if quant is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, bias="none",

@@ -60,6 +60,9 @@ def _f(default: Any, help: str, choices=None, **kw) -> Any:
 class TrainConfig:
     # --- what to train
     model: str | None = _f(None, "Hub id, local directory or .gguf file; empty = embedded SmolLM2-135M-Instruct.")
+    train_from_scratch: bool = _f(False, "Start from random weights built from the model's config (pre-training from "
+                                         "scratch; the folder may hold only config.json and a tokenizer). With an "
+                                         "adapter method the random base is not saved: such a run only measures.")
     stage: str = _f("sft", "sft (instructions/chat), pt (raw text), rm (reward model), dpo (preference pairs).",
                     STAGES)
     method: str = _f("lora", "How weights are trained: full, freeze (last layers), lora, dora, qlora.", METHODS)

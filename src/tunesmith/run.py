@@ -296,6 +296,9 @@ class RunDir:
                                  "output_dir of a finished `tunesmith train`, a checkpoint or an export")
         if self._base_override and self.adapter is None:
             raise RunError(f"{self.path}: --base only applies to adapter runs; this run holds a complete model")
+        if self.adapter is not None and self.config is not None and self.config.train_from_scratch:
+            raise RunError(f"{self.path}: this adapter was trained on random base weights (train_from_scratch=true), "
+                           "which were not saved; train with method=full to keep a model trained from scratch")
         return self
 
 

@@ -261,8 +261,12 @@ def check_quantizable(source: str, head: str = "causal") -> None:
                                  "(quantization_bit=8 / --bits 8) or method=lora")
 
 
-def load_model(source: str, dtype: torch.dtype, device: torch.device, quantization=None, head: str = "causal"):
-    """`head`: causal (language model) or score (one scalar per sequence, for reward models)."""
+def load_model(source: str, dtype: torch.dtype, device: torch.device, quantization=None, head: str = "causal",
+               from_scratch: bool = False):
+    """`head`: causal (language model) or score (one scalar per sequence, for reward models). `from_scratch`:
+    random weights from the source's config (its own initialisation, seeded by the caller), none read."""
+    if from_scratch:
+        return random_model(source, dtype, device, quantization, head)
     kwargs = {"dtype": dtype}
     if quantization is not None:  # bitsandbytes places quantized weights itself
         kwargs.update(quantization_config=quantization, device_map={"": device})
@@ -276,6 +280,30 @@ def load_model(source: str, dtype: torch.dtype, device: torch.device, quantizati
     return model if quantization is not None else model.to(device)
 
 
+def random_model(source: str, dtype: torch.dtype, device: torch.device, quantization=None, head: str = "causal"):
+    """The model `source`'s config describes, with the weights its own initialisation draws, made on `device`
+    (a Llama-3-8B shape initialises in seconds on a GPU, where writing and reading its 16 GB would take minutes)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as e:
+        raise ModelError(explain_load_error(source, e)) from None
+    if head == "score":
+        config.num_labels = 1
+    cls = model_class(head)
+    if quantization is None:
+        with torch.device(device):
+            return cls.from_config(config, dtype=dtype)
+    # bitsandbytes quantizes weights while they load, not weights initialised in place: draw them on the CPU, then
+    # load them as a checkpoint (the quantized copy alone reaches the device).
+    with torch.device("meta"):
+        concrete = type(cls.from_config(config))  # Auto classes take no state_dict without a checkpoint name
+    state = cls.from_config(config, dtype=dtype).state_dict()
+    return concrete.from_pretrained(None, config=config, state_dict=state, dtype=dtype,
+                                    quantization_config=quantization, device_map={"": device})
+
+
 def model_class(head: str = "causal"):
     """The transformers Auto class for a head: a language model, or one scalar per sequence (reward models)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -283,7 +311,20 @@ def model_class(head: str = "causal"):
     return AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
 
 
+NO_WEIGHTS = ("this folder holds a config.json but no weights (*.safetensors or *.bin); copy the model's weight "
+              "files into it, or set train_from_scratch=true to train from random weights")
+
+
+def holds_no_weights(source: str) -> bool:
+    """A local model folder with a config but no weight files (only train_from_scratch can use it)."""
+    folder = Path(source).expanduser()
+    return (folder / "config.json").exists() and not any(folder.glob("*.safetensors")) \
+        and not any(folder.glob("*.bin"))
+
+
 def explain_load_error(source: str, error: Exception) -> str:
+    if holds_no_weights(source):
+        return f"{source}: {NO_WEIGHTS}"
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return (f"{source}: could not load the model ({first[:200]}); check the name, or download it once with "
             "network access (offline runs use the local hub cache), or point model= at a local folder")

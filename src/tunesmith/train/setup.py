@@ -157,6 +157,10 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
     template.apply_to(tokenizer)  # what the run saves: chat renders prompts exactly as training did
     precision = choose_precision(cfg.dtype, device)
     method.check_base(source, stage.head)
+    if cfg.train_from_scratch and method.saves_adapter:
+        log.warning("train_from_scratch with method=%s: the random base weights are not saved, so the adapter will "
+                    "not load afterwards (this run measures speed and memory); method=full keeps the model",
+                    method.name)
     quantization = method.quantization(precision.compute)
     check_fresh(cfg, resuming=bool(candidates))
     par.barrier()  # every process has looked at the folder before the main one changes it
@@ -167,7 +171,8 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
     par.barrier()  # the main process has cleared or created the run directory
 
     set_seed(cfg.seed)
-    base = load_model(source, precision.storage(method.saves_adapter), device, quantization, head=stage.head)
+    base = load_model(source, precision.storage(method.saves_adapter), device, quantization, head=stage.head,
+                      from_scratch=cfg.train_from_scratch)
     base.config.pad_token_id = tokenizer.pad_token_id
     if wants_varlen(device, base):
         use_varlen_attention(base)

@@ -220,6 +220,8 @@ STRINGS = {
     "runs.plot": "손실 그래프",
     # --- 설정 키 설명 (TrainConfig의 help를 옮긴 것)
     "help.model": "허브 ID, 로컬 폴더 또는 .gguf 파일. 비우면 내장 SmolLM2-135M-Instruct.",
+    "help.train_from_scratch": "모델 설정(config)으로 만든 무작위 가중치에서 시작 (처음부터 사전학습; 폴더에 config.json과 "
+                               "토크나이저만 있어도 됨). 어댑터 방식이면 무작위 기본 가중치는 저장되지 않으므로 측정용일 뿐.",
     "help.stage": "sft (지시/대화), pt (원문 텍스트), rm (보상 모델), dpo (선호 쌍).",
     "help.method": "가중치 학습 방식: full, freeze (마지막 층만), lora, dora, qlora.",
     "help.dataset": "데이터 파일 (json, jsonl, csv, parquet) 또는 허브 데이터셋 이름.",
