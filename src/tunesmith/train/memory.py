@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import sys
 from dataclasses import dataclass
 
@@ -25,14 +24,9 @@ HIDDEN_COPIES, INTERMEDIATE_COPIES = 20, 10  # values per token and layer, in un
 USABLE = 0.6  # share of the free memory given to activations; the rest absorbs fragmentation and the optimizer
 # On a CPU a micro-batch of 768 tokens already runs at full speed: with bf16 autocast on the benchmark's LoRA step
 # (AMD EPYC, avx512_bf16) 512/768/1,024 tokens gave 2.13/2.23/2.22 samples/s at 2.45/2.50/2.92 GiB peak (2.31 and
-# 2.54 GiB for 768 and 1,024 with release_free_memory; all peaks before the kernel caches below were capped); 2,048
+# 2.54 GiB for 768 and 1,024 with release_free_memory; all peaks before the kernel caches were capped, see tunesmith.kernel_caches); 2,048
 # tokens and more were no faster, only bigger.
 CPU_TOKEN_CAP = 768
-# oneDNN (torch's bf16 CPU matmuls) keeps a compiled kernel per matrix shape and ideep a plan per shape, up to 1,024
-# of each by default. Packing gives nearly every micro-batch a new token count and so new shapes: the benchmark's
-# LoRA run held 50 MB more after every step (peak 2.39 GiB after 8 steps, and growing until the caches fill). One
-# micro-batch uses ~30 shapes, reused by every layer: 64 entries keep all of its hits at a flat 1.9 GiB, as fast.
-KERNEL_CACHE_ENTRIES = 64
 
 
 @dataclass
@@ -41,13 +35,6 @@ class MemoryPlan:
     checkpointing: bool
     free_bytes: int
     bytes_per_token: int
-
-
-def bound_kernel_caches() -> None:
-    """Cap the CPU kernel caches (see KERNEL_CACHE_ENTRIES) unless the user set them. Read once, when the process
-    creates its first kernel: call before any matmul."""
-    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
-        os.environ.setdefault(name, str(KERNEL_CACHE_ENTRIES))
 
 
 def release_free_memory(device: torch.device) -> None:

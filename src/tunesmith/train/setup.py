@@ -18,6 +18,7 @@ from tunesmith.data.dataset import DataSpec, load_items
 from tunesmith.data.packing import Example, MicroBatch
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ConfigError
+from tunesmith.kernel_caches import bound_kernel_caches
 from tunesmith.model.attention import use_varlen_attention, wants_varlen
 from tunesmith.model.loader import load_model, load_tokenizer, resolve_model
 from tunesmith.model.methods import get_method
@@ -26,7 +27,7 @@ from tunesmith.run import CONFIG_FILE, clear_results, is_finished, is_run, lates
 from tunesmith.stages import get_stage
 from tunesmith.stages.base import Stage
 from tunesmith.train import checkpoint as ckpt
-from tunesmith.train.memory import MemoryPlan, bound_kernel_caches, plan_memory
+from tunesmith.train.memory import MemoryPlan, plan_memory
 from tunesmith.train.optim import build_optimizer, build_scheduler
 from tunesmith.train.parallel import Parallel
 from tunesmith.train.precision import Precision, choose_precision, keep_trainable_in
