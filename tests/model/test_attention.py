@@ -178,3 +178,62 @@ def test_router_loss_is_added_like_the_model_adds_it():
     assert own.aux_loss > 0
     assert ours.loss_sum.item() / ours.num_targets == pytest.approx(own.loss.item(), rel=1e-5)
     assert plain.loss_sum.item() == pytest.approx(ours.loss_sum.item(), rel=1e-5)
+
+
+def documented_varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+                           enable_gqa=False, **_unused):
+    """torch.nn.attention.varlen.varlen_attn as its documentation describes it, row by row on any device: (T, H, D)
+    in and out, key j seen from query i when i - left <= j <= i + right (-1: unbounded)."""
+    assert torch.equal(cu_seq_q, cu_seq_k) and cu_seq_q.dtype == torch.int32
+    assert max_q == max_k == int((cu_seq_q[1:] - cu_seq_q[:-1]).max())
+    out = []
+    for s, e in itertools.pairwise(cu_seq_q.tolist()):
+        i, j = torch.arange(e - s)[:, None], torch.arange(e - s)[None, :]
+        left, right = window_size
+        seen = ((j >= i - left) if left >= 0 else torch.ones_like(i * j, dtype=torch.bool)) & \
+            ((j <= i + right) if right >= 0 else True)
+        rows = [t[s:e].transpose(0, 1)[None] for t in (q, k, v)]
+        o = F.scaled_dot_product_attention(*rows, attn_mask=seen, scale=scale, enable_gqa=enable_gqa)
+        out.append(o[0].transpose(0, 1))
+    return torch.cat(out)
+
+
+def older_varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
+    """The torch 2.9 signature: causal or not, the default scale, as many key heads as query heads."""
+    assert q.shape[1] == k.shape[1], "no grouped-query attention in this signature"
+    return documented_varlen_attn(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1, 0 if is_causal else -1))
+
+
+def row_loop(q, k, v, scaling, window):
+    module = Heads().eval()
+    got, _ = varlen_attention(module, q, k, v, None, scaling=scaling, cu_seq_lens_q=BOUNDS, sliding_window=window)
+    return got
+
+
+@pytest.mark.parametrize("window", [None, 4])
+@pytest.mark.parametrize("kernel", [documented_varlen_attn, older_varlen_attn])
+def test_flash_rows_maps_the_packed_batch_onto_torchs_varlen_kernel(kernel, window, monkeypatch):
+    """The CUDA path's argument mapping, checked on the CPU against the kernel's documented behaviour (on a GPU,
+    cuda_flash_works checks the real kernel against the row loop before it is used)."""
+    monkeypatch.setattr("torch.nn.attention.varlen.varlen_attn", kernel)
+    q, k, v = (t.float() for t in qkv())
+    scaling = 8 ** -0.5 if kernel is older_varlen_attn else 0.3  # the older kernel has only the default scale
+    if kernel is older_varlen_attn and window is not None:
+        with pytest.raises(NotImplementedError):
+            attention.flash_rows(q, k, v, BOUNDS, None, scaling, window)
+        return
+    got = attention.flash_rows(q, k, v, BOUNDS, int((BOUNDS[1:] - BOUNDS[:-1]).max()), scaling, window)
+    torch.testing.assert_close(got, row_loop(q, k, v, scaling, window))
+
+
+def test_cuda_flash_is_used_only_where_it_checks_out(monkeypatch):
+    cpu = torch.device("cpu")  # stands in for a GPU: the check runs the kernel and the row loop on this device
+    for kernel, works in [(documented_varlen_attn, True), (older_varlen_attn, False),  # no window: row loop
+                          (lambda *a, **kw: documented_varlen_attn(*a, **kw) * 1.5, False)]:
+        monkeypatch.setattr("torch.nn.attention.varlen.varlen_attn", kernel)
+        attention.cuda_flash_works.cache_clear()
+        assert attention.cuda_flash_works(cpu) is works
+    monkeypatch.undo()
+    attention.cuda_flash_works.cache_clear()
+    assert attention.cuda_flash_works(cpu) is False  # torch's real kernel refuses a CPU: no error, the row loop
+    attention.cuda_flash_works.cache_clear()

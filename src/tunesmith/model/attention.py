@@ -12,6 +12,9 @@ head, dropped after the softmax), `scaling` and `dropout`. Plain causal rows tak
 shorter than the row takes SDPA with a banded mask; softcap and sinks take the eager formula on the row alone.
 Any other argument (or unequal query/key boundaries) makes the call fall back to the exact path: the model's own
 eager attention over the packed sequence with a block-diagonal mask, which is what transformers itself runs.
+On CUDA in bf16/fp16, plain and windowed causal rows all go through torch's own flash-attention varlen kernel in one
+call (`torch.nn.attention.varlen`, no flash-attn package needed), once a check on a few random rows shows it gives
+what the row loop gives on that GPU and torch; without it a CUDA model keeps transformers' attention.
 
 The function is registered under its own name with the public `AttentionInterface` / `AttentionMaskInterface`
 (no library internals are patched); `tests/model/test_attention.py` fails loudly if that contract changes.
@@ -20,12 +23,16 @@ The function is registered under its own name with the public `AttentionInterfac
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import itertools
+import logging
 import sys
 
 import torch
 import torch.nn.functional as F
 
+log = logging.getLogger(__name__)
 NAME = "tunesmith_varlen"
 # Keywords that describe the packing, the cache or other layers - nothing this attention has to apply.
 PACKING = {"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "position_ids", "use_cache",
@@ -50,8 +57,11 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
     if unknown or not same_bounds or query.shape[2] != key.shape[2]:
         return packed_exact_attention(module, query, key, value, bounds, dropout, scaling, **kwargs)
     window, softcap, sinks = kwargs.get("sliding_window"), kwargs.get("softcap"), kwargs.get("s_aux")
-    edges = bounds.tolist()
     dtype = query.dtype
+    if (query.is_cuda and dtype in (torch.bfloat16, torch.float16) and softcap is None and sinks is None
+            and not (dropout and getattr(module, "training", False)) and cuda_flash_works(query.device)):
+        return flash_rows(query, key, value, bounds, kwargs.get("max_length_q"), scaling, window), None
+    edges = bounds.tolist()
     # On a CPU, attention runs in fp32 whatever the model computes in: torch's bf16 CPU flash-attention backward
     # measured 1.8x slower than fp32 under bf16 autocast (profile in BENCHMARKS.md's precision notes), and fp32 is
     # the more exact. The casts cost a few percent of that.
@@ -62,6 +72,67 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         rows = [_row_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout, scaling, window,
                                softcap, sinks) for s, e in itertools.pairwise(edges)]
     return torch.cat(rows, dim=2).transpose(1, 2).contiguous().to(dtype), None
+
+
+def flash_rows(query, key, value, bounds, max_length: int | None, scaling, window: int | None) -> torch.Tensor:
+    """Every row in one call of torch's flash-attention varlen kernel (torch.nn.attention.varlen, CUDA): (1, H, T, D)
+    in, (1, T, H, D) out, as the row loop returns. Its signature changed between torch releases (is_causal ->
+    window_size, scale, enable_gqa), so the arguments follow the one installed; what it cannot express raises
+    NotImplementedError."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = inspect.signature(varlen_attn).parameters
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, heads, D)
+    kwargs = {}
+    if q.shape[1] != k.shape[1]:
+        if "enable_gqa" in params:
+            kwargs["enable_gqa"] = True
+        else:
+            k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    if "window_size" in params:  # flash's (left, right): key j is seen from query i when i - left <= j <= i
+        kwargs["window_size"] = (window - 1 if window is not None else -1, 0)
+    elif window is None and "is_causal" in params:
+        kwargs["is_causal"] = True
+    else:
+        raise NotImplementedError("this torch's varlen_attn has no sliding window")
+    if scaling is not None and "scale" in params:
+        kwargs["scale"] = scaling
+    elif scaling is not None and abs(scaling - q.shape[-1] ** -0.5) > 1e-9:
+        raise NotImplementedError("this torch's varlen_attn has no scale")
+    cu = bounds.to(device=q.device, dtype=torch.int32)
+    longest = max_length or int((cu[1:] - cu[:-1]).max())
+    return varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, longest, longest, **kwargs)[None]
+
+
+@functools.cache
+def cuda_flash_works(device: torch.device) -> bool:
+    """Does flash_rows give what the row loop gives, outputs and gradients, causal and windowed, on this GPU and
+    torch? Checked once on a few random rows; if not (no kernel, an older signature, an unsupported GPU), packed
+    rows keep the row loop."""
+    try:
+        g = torch.Generator(device=device).manual_seed(0)
+        inputs = [torch.randn(1, heads, 24, 64, device=device, generator=g, dtype=torch.bfloat16) for heads in (4, 2, 2)]
+        weights = torch.randn(1, 24, 4, 64, device=device, generator=g)  # d loss / d output
+        bounds = torch.tensor([0, 5, 16, 24], device=device)
+        for window in (None, 4):
+            results = []
+            for rows_at_once in (True, False):
+                q, k, v = (t.clone().requires_grad_() for t in inputs)
+                if rows_at_once:
+                    out = flash_rows(q, k, v, bounds, None, 0.125, window)
+                else:
+                    out = torch.cat([_row_attention(None, q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], 0.0, 0.125, window,
+                                                    None, None) for s, e in itertools.pairwise(bounds.tolist())],
+                                    dim=2).transpose(1, 2)
+                (out.float() * weights).sum().backward()
+                results.append([out, q.grad, k.grad, v.grad])
+            if not all(torch.allclose(a.float(), b.float(), atol=3e-2, rtol=3e-2) for a, b in zip(*results)):
+                log.info("flash varlen attention gave other numbers than per-row SDPA; packed rows use the row loop")
+                return False
+    except Exception as e:  # noqa: BLE001 - whatever fails here (no kernel, old signature, GPU): do not use it
+        log.info("flash varlen attention unavailable (%s: %s); packed rows use the row loop", type(e).__name__, e)
+        return False
+    return True
 
 
 def _visible(length: int, window: int | None, device) -> torch.Tensor:
@@ -141,5 +212,9 @@ def use_varlen_attention(model) -> None:
 
 
 def wants_varlen(device: torch.device, model) -> bool:
-    """CPU (and MPS) have no varlen kernel: use ours. CUDA keeps flash-attention varlen or SDPA's packed mask."""
-    return device.type != "cuda" and model.config._attn_implementation in ("sdpa", "eager", None)
+    """Row-confined attention for a model on transformers' sdpa/eager attention: always on a CPU (and MPS); on CUDA
+    when torch's flash varlen kernel works there (transformers' sdpa would attend over the whole packed sequence
+    under a block-diagonal mask). A model set up for flash-attention 2 keeps it."""
+    if model.config._attn_implementation not in ("sdpa", "eager", None):
+        return False
+    return device.type != "cuda" or cuda_flash_works(device)
