@@ -21,7 +21,7 @@ def doctor(cfg, rows: int = 3, memory: bool = True) -> Report:
     """The report for a training config (a TrainConfig). `rows`: how many rows of the first dataset to show."""
     if rows < 0:
         raise ConfigError(f"doctor: --rows must be 0 or more, got {rows}")
-    from tunesmith.model.loader import NO_WEIGHTS, holds_no_weights, load_tokenizer, resolve_model
+    from tunesmith.model.loader import NO_WEIGHTS, NO_WEIGHTS_FIX, holds_no_weights, load_tokenizer, resolve_model
     from tunesmith.model.methods import get_method
 
     stage, method = get_stage(cfg.stage, cfg), get_method(cfg.method, cfg)
@@ -56,7 +56,7 @@ def doctor(cfg, rows: int = 3, memory: bool = True) -> Report:
         ]
     report.findings += [checks.answers(splits.train), checks.overlap(splits.train, splits.val, spec)]
     if holds_no_weights(source) and not cfg.train_from_scratch:
-        report.findings.append(Finding("model", PROBLEM, NO_WEIGHTS.split(";")[0], NO_WEIGHTS.split("; ")[1]))
+        report.findings.append(Finding("model", PROBLEM, NO_WEIGHTS, NO_WEIGHTS_FIX))
     try:
         method.check_base(source, stage.head)  # what train refuses before loading (4-bit shapes)
     except TunesmithError as e:

@@ -294,12 +294,13 @@ def random_model(source: str, dtype: torch.dtype, device: torch.device, quantiza
     cls = model_class(head)
     if quantization is None:
         with torch.device(device):
-            return cls.from_config(config, dtype=dtype)
+            return cls.from_config(config, dtype=dtype).eval()  # the mode from_pretrained leaves a model in
     # bitsandbytes quantizes weights while they load, not weights initialised in place: draw them on the CPU, then
-    # load them as a checkpoint (the quantized copy alone reaches the device).
-    with torch.device("meta"):
-        concrete = type(cls.from_config(config))  # Auto classes take no state_dict without a checkpoint name
-    state = cls.from_config(config, dtype=dtype).state_dict()
+    # load them as a checkpoint (only the quantized copy reaches the device). The concrete class: an Auto class
+    # takes a state_dict only together with a checkpoint name.
+    drawn = cls.from_config(config, dtype=dtype)
+    concrete, state = type(drawn), drawn.state_dict()
+    del drawn
     return concrete.from_pretrained(None, config=config, state_dict=state, dtype=dtype,
                                     quantization_config=quantization, device_map={"": device})
 
@@ -311,8 +312,8 @@ def model_class(head: str = "causal"):
     return AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
 
 
-NO_WEIGHTS = ("this folder holds a config.json but no weights (*.safetensors or *.bin); copy the model's weight "
-              "files into it, or set train_from_scratch=true to train from random weights")
+NO_WEIGHTS = "this folder holds a config.json but no weights (*.safetensors or *.bin)"
+NO_WEIGHTS_FIX = "copy the model's weight files into it, or set train_from_scratch=true to train from random weights"
 
 
 def holds_no_weights(source: str) -> bool:
@@ -324,7 +325,7 @@ def holds_no_weights(source: str) -> bool:
 
 def explain_load_error(source: str, error: Exception) -> str:
     if holds_no_weights(source):
-        return f"{source}: {NO_WEIGHTS}"
+        return f"{source}: {NO_WEIGHTS}; {NO_WEIGHTS_FIX}"
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return (f"{source}: could not load the model ({first[:200]}); check the name, or download it once with "
             "network access (offline runs use the local hub cache), or point model= at a local folder")

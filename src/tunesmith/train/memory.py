@@ -24,8 +24,8 @@ HIDDEN_COPIES, INTERMEDIATE_COPIES = 20, 10  # values per token and layer, in un
 USABLE = 0.6  # share of the free memory given to activations; the rest absorbs fragmentation and the optimizer
 # On a CPU a micro-batch of 768 tokens already runs at full speed: with bf16 autocast on the benchmark's LoRA step
 # (AMD EPYC, avx512_bf16) 512/768/1,024 tokens gave 2.13/2.23/2.22 samples/s at 2.45/2.50/2.92 GiB peak (2.31 and
-# 2.54 GiB for 768 and 1,024 with release_free_memory; all peaks before the kernel caches were capped, see tunesmith.kernel_caches); 2,048
-# tokens and more were no faster, only bigger.
+# 2.54 GiB for 768 and 1,024 with release_free_memory; all peaks before the kernel caches were capped, see
+# tunesmith.kernel_caches); 2,048 tokens and more were no faster, only bigger.
 CPU_TOKEN_CAP = 768
 
 
