@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
+from tunesmith.kernel_caches import DECODING_ENTRIES, TRAINING_ENTRIES
+
 HELD_BY_KERNEL_CACHES = """
 import ctypes, os, sys, torch
-from tunesmith.kernel_caches import bound_kernel_caches
+from tunesmith.kernel_caches import TRAINING_ENTRIES, bound_kernel_caches
 if sys.argv[1] == "bounded":
-    bound_kernel_caches()
+    bound_kernel_caches(TRAINING_ENTRIES)
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
                                               "uordblks", "fordblks", "keepcost")]
@@ -31,7 +33,8 @@ print((libc.mallinfo2().uordblks - before) / 2**20)
 def test_kernel_caches_stay_bounded_as_micro_batch_shapes_change():
     """A kernel cached per matmul shape, 1,024 of them by default, grew the heap at every training step."""
     def held_mb(mode: str) -> float:
-        env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+        caches = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+        env = {k: v for k, v in os.environ.items() if k not in caches}
         out = subprocess.run([sys.executable, "-c", HELD_BY_KERNEL_CACHES, mode], capture_output=True, text=True,
                              env=env, check=True)
         return float(out.stdout.split()[-1])
@@ -59,11 +62,13 @@ def test_training_and_decoding_bound_the_caches_before_anything_loads(tiny_model
         return record
 
     for module in (loading, setup):
-        monkeypatch.setattr(module, "bound_kernel_caches", lambda m=module: calls.append(m.__name__))
+        monkeypatch.setattr(module, "bound_kernel_caches",
+                            lambda entries, m=module: calls.append((m.__name__, entries)))
     monkeypatch.setattr(loading, "load_run", then_stop("load_run"))
     monkeypatch.setattr(setup, "check_output_dir", then_stop("check_output_dir"))
     with pytest.raises(Stop):
         loading.load_for_inference(str(tiny_model_dir))
     with pytest.raises(Stop):
         setup.setup(None)
-    assert calls == ["tunesmith.infer.loading", "load_run", "tunesmith.train.setup", "check_output_dir"]
+    assert calls == [("tunesmith.infer.loading", DECODING_ENTRIES), "load_run",
+                     ("tunesmith.train.setup", TRAINING_ENTRIES), "check_output_dir"]

@@ -11,7 +11,7 @@ from tunesmith.data.dataset import wants_bos
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ModelError
 from tunesmith.infer.engine import Engine
-from tunesmith.kernel_caches import bound_kernel_caches
+from tunesmith.kernel_caches import DECODING_ENTRIES, bound_kernel_caches
 from tunesmith.model.loader import EMBEDDED_NAME, gguf_weights
 from tunesmith.run import RunDir, load_run
 
@@ -48,7 +48,7 @@ def load_for_inference(spec: str | None, device: str = "auto", name: str | None 
     it, an adapter is merged into its base: decoding is then ~20% faster on a CPU, with the same greedy text.
     `int8=False` keeps the decoding dtype from depending on where the weights came from (a GGUF file may otherwise
     decode in int8): evaluation and A/B compare models decoded alike."""
-    bound_kernel_caches()  # before this process's first matmul: every prompt length is a new prefill shape
+    bound_kernel_caches(DECODING_ENTRIES)  # before the first matmul: every prompt length is a new prefill shape
     run = RunDir.open(spec)
     if run.is_reward and run.path is not None:
         raise ModelError(f"{spec}: this is a reward model; score text with `tunesmith score {spec}`")

@@ -111,7 +111,8 @@ def cuda_flash_works(device: torch.device) -> bool:
     rows keep the row loop."""
     try:
         g = torch.Generator(device=device).manual_seed(0)
-        inputs = [torch.randn(1, heads, 24, 64, device=device, generator=g, dtype=torch.bfloat16) for heads in (4, 2, 2)]
+        inputs = [torch.randn(1, heads, 24, 64, device=device, generator=g, dtype=torch.bfloat16)
+                  for heads in (4, 2, 2)]
         weights = torch.randn(1, 24, 4, 64, device=device, generator=g)  # d loss / d output
         bounds = torch.tensor([0, 5, 16, 24], device=device)
         for window in (None, 4):

@@ -18,7 +18,7 @@ from tunesmith.data.dataset import DataSpec, load_items
 from tunesmith.data.packing import Example, MicroBatch
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ConfigError
-from tunesmith.kernel_caches import bound_kernel_caches
+from tunesmith.kernel_caches import TRAINING_ENTRIES, bound_kernel_caches
 from tunesmith.model.attention import use_varlen_attention, wants_varlen
 from tunesmith.model.loader import load_model, load_tokenizer, resolve_model
 from tunesmith.model.methods import get_method
@@ -140,7 +140,7 @@ def check_distributed(cfg: TrainConfig, stage: Stage, method) -> None:
 def setup(cfg: TrainConfig) -> TrainingSetup:
     from transformers import set_seed  # imports most of the ML stack: after the cheap checks below
 
-    bound_kernel_caches()  # before the first matmul of this process
+    bound_kernel_caches(TRAINING_ENTRIES)  # before the first matmul of this process
     check_output_dir(cfg)
     candidates = ckpt.find_resume_checkpoints(cfg.output_dir, cfg.resume)
     if candidates:
