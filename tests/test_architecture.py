@@ -18,14 +18,15 @@ ALLOWED = {
     "errors": set(),
     "registry": set(),
     "webserver": {"errors"},  # uvicorn in a thread, for serve and the Web UI
+    "kernel_caches": set(),  # the bound on torch's CPU kernel caches, set by every process that trains or decodes
     "extras": {"errors"},
     "data": {"errors"},
     "model": {"errors", "extras", "data", "registry"},
     "stages": {"errors", "data", "model", "registry"},
     "config": {"errors", "data", "model", "stages"},  # only the template, method and stage registries' names
     "run": {"errors", "config", "model"},
-    "infer": {"errors", "data", "model", "stages", "run"},
-    "train": {"errors", "extras", "config", "data", "model", "stages", "run"},
+    "infer": {"errors", "data", "model", "stages", "run", "kernel_caches"},
+    "train": {"errors", "extras", "config", "data", "model", "stages", "run", "kernel_caches"},
     "evaluate": {"errors", "extras", "data", "model", "stages", "run", "infer"},
     "export": {"errors", "extras", "data", "model", "stages", "run", "registry"},
     "serve": {"errors", "extras", "data", "model", "run", "infer", "webserver"},
