@@ -16,15 +16,10 @@ QUANTIZED_BYTES = {4: 0.53, 8: 1.02}  # bitsandbytes nf4 with double quantizatio
 
 
 def _skeleton(source: str, head: str, dtype: torch.dtype):
-    from transformers import AutoConfig
+    from tunesmith.model.loader import model_class, model_config
 
-    from tunesmith.model.loader import model_class
-
-    config = AutoConfig.from_pretrained(source)
-    if head == "score":
-        config.num_labels = 1
     with torch.device("meta"):  # shapes only: no memory, no weights read
-        return model_class(head).from_config(config, dtype=dtype)
+        return model_class(head).from_config(model_config(source, head), dtype=dtype)
 
 
 def _counted(model, method, stage, dtype, cfg) -> tuple[object, int, int]:

@@ -69,9 +69,15 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
     if upcast:
         query, key, value = query.float(), key.float(), value.float()
     with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
-        rows = [_row_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout, scaling, window,
-                               softcap, sinks) for s, e in itertools.pairwise(edges)]
-    return torch.cat(rows, dim=2).transpose(1, 2).contiguous().to(dtype), None
+        out = _each_row(module, query, key, value, edges, dropout, scaling, window, softcap, sinks)
+    return out.contiguous().to(dtype), None
+
+
+def _each_row(module, query, key, value, edges: list[int], dropout, scaling, window, softcap, sinks) -> torch.Tensor:
+    """The row loop: each row of (1, H, T, D) attends to itself alone; (1, T, H, D) out."""
+    rows = [_row_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout, scaling, window,
+                           softcap, sinks) for s, e in itertools.pairwise(edges)]
+    return torch.cat(rows, dim=2).transpose(1, 2)
 
 
 def flash_rows(query, key, value, bounds, max_length: int | None, scaling, window: int | None) -> torch.Tensor:
@@ -81,7 +87,7 @@ def flash_rows(query, key, value, bounds, max_length: int | None, scaling, windo
     NotImplementedError."""
     from torch.nn.attention.varlen import varlen_attn
 
-    params = inspect.signature(varlen_attn).parameters
+    params = _parameters(varlen_attn)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, heads, D)
     kwargs = {}
     if q.shape[1] != k.shape[1]:
@@ -105,6 +111,12 @@ def flash_rows(query, key, value, bounds, max_length: int | None, scaling, windo
 
 
 @functools.cache
+def _parameters(kernel) -> frozenset[str]:
+    """The keyword names a kernel takes, read once per kernel (flash_rows runs in every layer)."""
+    return frozenset(inspect.signature(kernel).parameters)
+
+
+@functools.cache
 def cuda_flash_works(device: torch.device) -> bool:
     """Does flash_rows give what the row loop gives, outputs and gradients, causal and windowed, on this GPU and
     torch? Checked once on a few random rows; if not (no kernel, an older signature, an unsupported GPU), packed
@@ -119,12 +131,8 @@ def cuda_flash_works(device: torch.device) -> bool:
             results = []
             for rows_at_once in (True, False):
                 q, k, v = (t.clone().requires_grad_() for t in inputs)
-                if rows_at_once:
-                    out = flash_rows(q, k, v, bounds, None, 0.125, window)
-                else:
-                    out = torch.cat([_row_attention(None, q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], 0.0, 0.125, window,
-                                                    None, None) for s, e in itertools.pairwise(bounds.tolist())],
-                                    dim=2).transpose(1, 2)
+                out = flash_rows(q, k, v, bounds, None, 0.125, window) if rows_at_once else \
+                    _each_row(None, q, k, v, bounds.tolist(), 0.0, 0.125, window, None, None)
                 (out.float() * weights).sum().backward()
                 results.append([out, q.grad, k.grad, v.grad])
             if not all(torch.allclose(a.float(), b.float(), atol=3e-2, rtol=3e-2) for a, b in zip(*results)):

@@ -239,18 +239,23 @@ def quantization_config(bits: int, quant_type: str = "nf4", double_quant: bool =
 BNB4_BLOCK, BNB4_TILE_ROWS = 64, 32
 
 
-def check_quantizable(source: str, head: str = "causal") -> None:
-    """Refuse, before anything loads, a model that bitsandbytes cannot quantize to 4 bits on every CPU and GPU."""
+def model_config(source: str, head: str = "causal"):
+    """The transformers config of `source`, set up for `head` (a score head has one label); no weights read."""
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(source)
     except OSError as e:
         raise ModelError(explain_load_error(source, e)) from None
-    cls = model_class(head)
-    config.num_labels = 1 if head == "score" else config.num_labels
+    if head == "score":
+        config.num_labels = 1
+    return config
+
+
+def check_quantizable(source: str, head: str = "causal") -> None:
+    """Refuse, before anything loads, a model that bitsandbytes cannot quantize to 4 bits on every CPU and GPU."""
     with torch.device("meta"):  # shapes only: no memory, no weights read
-        skeleton = cls.from_config(config)
+        skeleton = model_class(head).from_config(model_config(source, head))
     skip = {"lm_head", "score"}  # transformers keeps the output head unquantized
     for name, module in skeleton.named_modules():
         if isinstance(module, torch.nn.Linear) and name.split(".")[-1] not in skip:
@@ -283,15 +288,7 @@ def load_model(source: str, dtype: torch.dtype, device: torch.device, quantizati
 def random_model(source: str, dtype: torch.dtype, device: torch.device, quantization=None, head: str = "causal"):
     """The model `source`'s config describes, with the weights its own initialisation draws, made on `device`
     (a Llama-3-8B shape initialises in seconds on a GPU, where writing and reading its 16 GB would take minutes)."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except OSError as e:
-        raise ModelError(explain_load_error(source, e)) from None
-    if head == "score":
-        config.num_labels = 1
-    cls = model_class(head)
+    config, cls = model_config(source, head), model_class(head)
     if quantization is None:
         with torch.device(device):
             return cls.from_config(config, dtype=dtype).eval()  # the mode from_pretrained leaves a model in
