@@ -74,9 +74,12 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
 
 
 def _each_row(module, query, key, value, edges: list[int], dropout, scaling, window, softcap, sinks) -> torch.Tensor:
-    """The row loop: each row of (1, H, T, D) attends to itself alone; (1, T, H, D) out."""
-    rows = [_row_attention(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], dropout, scaling, window,
-                           softcap, sinks) for s, e in itertools.pairwise(edges)]
+    """The row loop: each row of (1, H, T, D) attends to itself alone; (1, T, H, D) out. `edges` run from 0 to T.
+    Rows are cut with `split`, whose backward is one concatenation; slicing instead makes autograd zero-fill a
+    whole-sequence gradient for every row of q, k and v and add them up."""
+    sizes = [e - s for s, e in itertools.pairwise(edges)]
+    rows = [_row_attention(module, q, k, v, dropout, scaling, window, softcap, sinks)
+            for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2))]
     return torch.cat(rows, dim=2).transpose(1, 2)
 
 
