@@ -10,13 +10,12 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from report import write_section
+from report import cpu_description, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"full": [], "freeze": ["freeze_layers=4"], "lora": [], "dora": [],
@@ -48,7 +47,7 @@ def main() -> None:
     import transformers
 
     lines = [f"## Training methods on CPU ({datetime.date.today()})", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch "
+             f"CPU: {cpu_description()}; torch "
              f"{torch.__version__}, transformers {transformers.__version__}. Embedded SmolLM2-135M-Instruct, "
              f"quickstart data, 8 rows per step (4 x 2), cutoff 256, {args.steps} steps, fp32. Command: "
              f"`python3 bench/methods_cpu.py --steps {args.steps}`.",

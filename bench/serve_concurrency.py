@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from report import write_section
+from report import cpu_description, write_section
 from serve_engines import free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +90,7 @@ def main() -> None:
 
     table = "\n".join([
         f"## Serving concurrency on CPU ({datetime.date.today()})", "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}. Model: "
+        f"CPU: {cpu_description()}. torch {torch.__version__}. Model: "
         f"{args.model or 'embedded SmolLM2-135M-Instruct'}; chat completions through the `openai` client, "
         f"max_tokens {args.max_tokens}, temperature 0.8; medians of {args.repeats} runs. Command: "
         f"`python3 bench/serve_concurrency.py`.", "",

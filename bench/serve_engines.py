@@ -26,30 +26,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from report import write_section
+from report import cpu_description, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["Write a long story about a bike that gets lost in Seoul.", "Explain in detail how a bicycle gear works.",
            "Describe a full day at a bike rental shop, hour by hour.", "Write a long letter to a friend about cycling.",
            "List and explain twenty tips for riding safely in a city.", "Tell the history of the bicycle at length.",
            "Write a detailed guide to fixing a flat tyre.", "Describe ten famous cycling routes and what makes them."]
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
-
-
-def cpu_description() -> str:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in FLAGS) if flags else "flags unknown"
-    return f"{model}, {os.cpu_count()} cores ({shown})"
-
-
 def default_gguf() -> Path:
     from tunesmith.export import export_run
     from tunesmith.model.loader import cache_dir, resolve_model

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from report import write_section
+from report import cpu_description, write_section
 from train_throughput import encoded_rows
 from word_problems import make_rows
 
@@ -107,7 +107,8 @@ def main() -> None:
     plain = results[next(iter(VARIANTS))]
     lines = [f"## Training levers on CPU ({datetime.date.today()})", "",
              f"One optimizer step = {ROWS} benchmark rows ({tokens} tokens, bench/word_problems.py), LoRA r16 "
-             f"all-linear, embedded SmolLM2-135M fp32, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+             f"all-linear, embedded SmolLM2-135M fp32, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+             f"CPU: {cpu_description()}; "
              f"median of {args.repeats} steps after one warm-up step. Command: `python3 bench/train_levers.py`.", "",
              "| variant | s/step | tokens/s | speed-up vs plain |", "|---|---|---|---|"]
     for name, seconds in results.items():

@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 import llamafactory_ref as lf
-from report import write_section
+from report import cpu_description, write_section
 from word_problems import make_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,8 +140,7 @@ def _write_cpu_table(runs: dict, losses: dict, tokens: int, trained: int, repeat
     ts_budget = runs[TS_DEFAULTS][-1]["micro_batch_tokens"]
     precision = runs[TS_DEFAULTS][-1].get("precision")
     lines = [f"## Training throughput on CPU: tunesmith vs LLaMA-Factory ({datetime.date.today()})", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"{_cpu_flags()}. tunesmith: torch {torch.__version__}, transformers {transformers.__version__}, "
+             f"CPU: {cpu_description()}. tunesmith: torch {torch.__version__}, transformers {transformers.__version__}, "
              f"peft {peft.__version__}. LLaMA-Factory {lf_versions['llamafactory']} in its own venv: torch "
              f"{lf_versions['torch']}, transformers {lf_versions['transformers']}, peft {lf_versions['peft']}.", "",
              f"Work: embedded SmolLM2-135M-Instruct (safetensors, fp32), {ROWS} alpaca rows from "
@@ -165,16 +163,6 @@ def _write_cpu_table(runs: dict, losses: dict, tokens: int, trained: int, repeat
               f"trains the `\\n\\n` after EOS), hence the common yardstick."]
     write_section("## Training throughput on CPU", "\n".join(lines))
     print("\n".join(lines))
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "flags unknown"
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "avx_vnni")
-    return "SIMD: " + " ".join(f for f in wanted if f in flags)
 
 
 def main() -> None:
