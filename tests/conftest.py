@@ -14,6 +14,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _cpu_attention_in_fp32(monkeypatch):
+    """In-process tests attend packed bf16 rows in fp32 on every CPU. The product times both kernels once per
+    process and keeps the faster (model.attention.cpu_attention_dtype); a test's numbers must not depend on that."""
+    import torch
+
+    from tunesmith.model import attention
+
+    monkeypatch.setattr(attention, "cpu_attention_dtype", lambda dtype: torch.float32)
+
+
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     """The embedded SmolLM2 converted to safetensors (once per machine, ~10 s)."""

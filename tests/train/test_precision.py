@@ -106,10 +106,13 @@ def test_the_forward_context_skips_peft_input_casts_without_changing_a_number(ti
     assert lora.cast_input_dtype_enabled  # restored: inference outside autocast still casts
 
 
-def test_cpu_attention_in_low_precision_runs_in_fp32():
-    """bf16 inputs on a CPU: the row-confined attention computes in fp32 (faster backward there, and more exact)
-    and hands back bf16."""
+def test_cpu_attention_in_low_precision_runs_in_fp32_where_bf16_is_not_faster(monkeypatch):
+    """bf16 inputs on a CPU whose bf16 attention is not clearly faster: the row-confined attention computes in fp32
+    (more exact) and hands back bf16."""
+    from tunesmith.model import attention
     from tunesmith.model.attention import varlen_attention
+
+    monkeypatch.setattr(attention, "cpu_attention_dtype", lambda dtype: torch.float32)
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 10, 8, generator=g) for _ in range(3))
@@ -124,3 +127,55 @@ def test_cpu_attention_in_low_precision_runs_in_fp32():
                                   cu_seq_lens_q=bounds)
     assert torch.equal(low, rounded.bfloat16())  # fp32 arithmetic on the bf16 inputs
     torch.testing.assert_close(low.float(), exact, atol=3e-2, rtol=3e-2)
+
+
+def test_cpu_attention_in_bf16_where_the_cpu_does_it_faster(monkeypatch):
+    """A CPU whose bf16 kernel wins (AMX): packed rows are attended in bf16 itself, close to the fp32 result, and
+    gradients flow."""
+    from tunesmith.model import attention
+
+    monkeypatch.setattr(attention, "cpu_attention_dtype", lambda dtype: dtype)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 10, 8, generator=g) for _ in range(3))
+    bounds = torch.tensor([0, 6, 10])
+    module = torch.nn.Module()
+    exact, _ = attention.varlen_attention(module, q, k, v, None, cu_seq_lens_q=bounds)
+    low_in = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, _ = attention.varlen_attention(module, *low_in, None, cu_seq_lens_q=bounds)
+    rounded, _ = attention.varlen_attention(module, *(t.detach().float() for t in low_in), None, cu_seq_lens_q=bounds)
+    assert low.dtype == torch.bfloat16
+    assert not torch.equal(low, rounded.bfloat16())  # not the fp32 arithmetic of the other path
+    assert torch.allclose(low.float(), exact, atol=3e-2)
+    low.float().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in low_in)
+
+
+@pytest.mark.parametrize("fast_bf16, fp32_s, bf16_s, dtype, expected", [
+    (False, 1.0, 0.1, torch.bfloat16, torch.float32),  # emulated bf16: never timed, never chosen
+    (True, 1.0, 0.5, torch.bfloat16, torch.bfloat16),  # AMX-like: bf16 twice as fast
+    (True, 1.0, 0.8, torch.bfloat16, torch.float32),  # a near tie keeps the more exact fp32
+    (True, 1.0, 1.9, torch.bfloat16, torch.float32),  # AVX512-BF16 without AMX: bf16 slower
+    (True, 1.0, 0.1, torch.float16, torch.float32),  # fp16 on a CPU: fp32
+])
+def test_cpu_attention_dtype_follows_the_timing_of_both_kernels(monkeypatch, fast_bf16, fp32_s, bf16_s, dtype,
+                                                                expected):
+    from tunesmith.model import attention, loader
+
+    monkeypatch.setattr(loader, "cpu_has_fast_bf16", lambda: fast_bf16)
+    timed = []
+    monkeypatch.setattr(attention, "_row_seconds",
+                        lambda d: timed.append(d) or (fp32_s if d == torch.float32 else bf16_s))
+    assert attention._measured_cpu_attention_dtype.__wrapped__(dtype) == expected
+    assert timed == ([torch.float32, torch.bfloat16] if fast_bf16 and dtype == torch.bfloat16 else [])
+
+
+def test_the_attention_timing_runs_both_kernels_wherever_it_is_first_needed():
+    """It first runs inside a model's forward: perhaps without gradients, in inference mode or under autocast."""
+    from tunesmith.model.attention import _row_seconds
+
+    for dtype in (torch.float32, torch.bfloat16):
+        for context in (torch.no_grad(), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16)):
+            with context:
+                seconds = _row_seconds(dtype, length=16, repeats=1)
+            assert 0 < seconds < float("inf")

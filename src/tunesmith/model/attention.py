@@ -28,6 +28,7 @@ import inspect
 import itertools
 import logging
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -62,15 +63,60 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
             and not (dropout and getattr(module, "training", False)) and cuda_flash_works(query.device)):
         return flash_rows(query, key, value, bounds, kwargs.get("max_length_q"), scaling, window), None
     edges = bounds.tolist()
-    # On a CPU, attention runs in fp32 whatever the model computes in: torch's bf16 CPU flash-attention backward
-    # measured 1.8x slower than fp32 under bf16 autocast (profile in BENCHMARKS.md's precision notes), and fp32 is
-    # the more exact. The casts cost a few percent of that.
-    upcast = query.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
+    upcast = (query.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
+              and cpu_attention_dtype(dtype) == torch.float32)
     if upcast:
         query, key, value = query.float(), key.float(), value.float()
     with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
         out = _each_row(module, query, key, value, edges, dropout, scaling, window, softcap, sinks)
     return out.contiguous().to(dtype), None
+
+
+def cpu_attention_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What packed rows are attended in on this CPU when the model computes in `dtype`: `dtype` itself, or fp32.
+    fp32 unless the CPU's bf16 kernel is clearly faster, which is decided once per process by timing one row's
+    forward and backward both ways (~50 ms). With AVX512-BF16 but no AMX, torch's bf16 flash-attention backward
+    measured 1.3-2.4x slower than fp32 (rows of 100-340 tokens, AMD EPYC, 2 cores); where the CPU has AMX, the
+    kernel computes bf16 on AMX tiles instead. fp32 is also the more exact, so a near tie keeps it."""
+    if dtype == torch.float32:
+        return dtype
+    return _measured_cpu_attention_dtype(dtype)
+
+
+LOW_PRECISION_MARGIN = 1.5  # bf16 must be this much faster: a margin that timing noise cannot flip between runs
+
+
+@functools.cache
+def _measured_cpu_attention_dtype(dtype: torch.dtype) -> torch.dtype:
+    from tunesmith.model.loader import cpu_has_fast_bf16
+
+    if dtype != torch.bfloat16 or not cpu_has_fast_bf16():  # emulated in software there: no need to time it
+        return torch.float32
+    try:
+        fp32, low = _row_seconds(torch.float32), _row_seconds(dtype)
+    except RuntimeError as e:  # a kernel this torch lacks: fp32, which always works
+        log.info("packed rows attended in fp32 on this CPU (bf16 kernel not usable: %s)", e)
+        return torch.float32
+    choice = dtype if fp32 > LOW_PRECISION_MARGIN * low else torch.float32
+    log.info("packed rows attended in %s on this CPU (one row forward and backward: bf16 %.2f ms, fp32 %.2f ms)",
+             "bf16" if choice == dtype else "fp32", low * 1e3, fp32 * 1e3)
+    return choice
+
+
+def _row_seconds(dtype: torch.dtype, length: int = 256, repeats: int = 4) -> float:
+    """Best of `repeats` timings of one causal GQA row's attention, forward and backward, in `dtype`."""
+    best = float("inf")
+    # First used inside a model's forward, which may run without gradients, in inference mode or under autocast.
+    with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, heads, length, 64, generator=g).to(dtype).requires_grad_() for heads in (8, 2, 2))
+        grad = torch.randn(1, 8, length, 64, generator=g).to(dtype)
+        for attempt in range(repeats + 1):  # the first builds the kernels and is not counted
+            start = time.perf_counter()
+            F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).backward(grad)
+            if attempt:
+                best = min(best, time.perf_counter() - start)
+    return best
 
 
 def _each_row(module, query, key, value, edges: list[int], dropout, scaling, window, softcap, sinks) -> torch.Tensor:
