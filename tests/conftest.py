@@ -22,7 +22,7 @@ def _cpu_attention_in_fp32(monkeypatch):
 
     from tunesmith.model import attention
 
-    monkeypatch.setattr(attention, "cpu_attention_dtype", lambda dtype: torch.float32)
+    monkeypatch.setattr(attention, "_measured_cpu_attention_dtype", lambda dtype: torch.float32)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import torch
 from tests.conftest import write_jsonl
 from tunesmith.config import load_config
 from tunesmith.data.dataset import DataSpec, load_items
+from tunesmith.model.attention import _measured_cpu_attention_dtype  # bound before conftest pins it for each test
 from tunesmith.train import precision as prec
 from tunesmith.train.loop import rows_for_step, train
 
@@ -166,8 +167,9 @@ def test_cpu_attention_dtype_follows_the_timing_of_both_kernels(monkeypatch, fas
     timed = []
     monkeypatch.setattr(attention, "_row_seconds",
                         lambda d: timed.append(d) or (fp32_s if d == torch.float32 else bf16_s))
-    assert attention._measured_cpu_attention_dtype.__wrapped__(dtype) == expected
+    assert _measured_cpu_attention_dtype.__wrapped__(dtype) == expected
     assert timed == ([torch.float32, torch.bfloat16] if fast_bf16 and dtype == torch.bfloat16 else [])
+    assert attention.cpu_attention_dtype(torch.float32) == torch.float32  # fp32 models: nothing to decide
 
 
 def test_the_attention_timing_runs_both_kernels_wherever_it_is_first_needed():
