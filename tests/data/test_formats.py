@@ -81,6 +81,13 @@ def test_malformed_alpaca_row_names_its_line(tmp_path, bad_line, message):
     assert "\n" not in text
 
 
+def test_a_json_line_cut_short_names_the_column_where_it_ends(tmp_path):
+    path = write_jsonl(tmp_path / "cut.jsonl", [GOOD, '{"instruction": "Q", "output": ', GOOD])
+    with pytest.raises(DataError) as err:
+        load(path)
+    assert str(err.value) == f"{path}:2: invalid JSON (Expecting value at column 32); fix or delete the line"
+
+
 @pytest.mark.parametrize("turns, message", [
     ([{"from": "human", "value": "Q"}, {"from": "robot", "value": "A"}], "unknown role 'robot'"),
     ([{"from": "human", "value": "Q"}], "does not end with an answer"),

@@ -156,7 +156,9 @@ def _json_lines(path: Path, text: str) -> list[Row]:
     # Lines end at \n, \r\n or \r only, as when reading the file as text: str.splitlines() would also split at
     # U+2028 and friends, which json.dumps(ensure_ascii=False) writes inside strings.
     for number, line in enumerate(io.StringIO(text, newline=None), 1):
-        line = line.lstrip("\ufeff")  # files joined with `cat` keep each part's byte-order mark
+        # Files joined with `cat` keep each part's byte-order mark; without its line end, a line cut short is
+        # reported at its own last column, not at column 1 of a next line.
+        line = line.lstrip("\ufeff").rstrip("\n")
         if not line.strip():
             continue
         obj, end = _json_value(path, line, _skip(line, 0), lambda _, n=number: n, "fix or delete the line")
