@@ -258,7 +258,11 @@ class RunDir:
         if not local.exists() and (local.is_absolute() or found.startswith((".", "~"))):
             raise RunError(f"base model {found} is missing; pass the folder or hub id the run was trained from "
                            "(--base)")
-        return str(local) if local.exists() else found
+        if local.exists():
+            return str(local)
+        from tunesmith.model.loader import hub_model
+
+        return hub_model(found)
 
     @property
     def weights(self) -> str:

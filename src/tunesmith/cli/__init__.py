@@ -38,8 +38,11 @@ def _setup_logging(verbose: bool) -> None:
         return
     root.handlers[:] = [logging.NullHandler()]  # not Python's last-resort stderr handler either
     warnings.filterwarnings("ignore")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # Each library sets its own logger's level when it is first imported, after this runs: hence also the variables.
+    for variable in ("TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY", "DATASETS_VERBOSITY"):
+        os.environ.setdefault(variable, "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bars, hub downloads
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # "Generating train split" of a hub dataset
     for noisy in ("transformers", "peft", "datasets", "huggingface_hub", "accelerate", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # torch's launcher reports worker failures itself, with its own handler; tunesmith prints the one line instead.

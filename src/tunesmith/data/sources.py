@@ -73,10 +73,16 @@ def _read_hub(name: str) -> list[Row]:
     if not HUB_NAME.fullmatch(name) or ".." in repo or "--" in repo:
         raise DataError(f"{name}: no such file or folder, and not a hub dataset name (owner/name or "
                         "owner/name:split); check the path")
+    from tunesmith.offline import cached_if_offline
+
+    source = cached_if_offline(repo, "dataset")
+    if source is None:
+        raise DataError(f"{name}: no such file or folder, not in the local hub cache, and the hub cannot be "
+                        "reached; download the dataset once with network access, or pass a local file")
     try:
         import datasets
 
-        ds = datasets.load_dataset(repo, split=split or "train")
+        ds = datasets.load_dataset(source, split=split or "train")
     except Exception as e:  # the hub client raises many types; the user needs the one line
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise DataError(f"{name}: could not load the hub dataset ({first}); check the name, your network "

@@ -159,7 +159,19 @@ def resolve_model(spec: str | None) -> str:
         return str(path)
     if spec.startswith((".", "/", "~")):
         raise ModelError(f"{spec}: folder not found")
-    return spec  # a hub id
+    return hub_model(spec)
+
+
+def hub_model(repo_id: str) -> str:
+    """A hub id, or its cached folder when the hub cannot be reached (tunesmith.offline)."""
+    from tunesmith.offline import cached_if_offline
+
+    found = cached_if_offline(repo_id)
+    if found is None:
+        raise ModelError(f"{repo_id}: not a local folder or .gguf file, not in the local hub cache, and the hub "
+                         "cannot be reached; download it once with network access, point model= at a local folder, "
+                         f"or leave model= empty for the embedded {EMBEDDED_NAME}")
+    return found
 
 
 def pick_device(requested: str = "auto") -> torch.device:
