@@ -25,6 +25,30 @@ def _cpu_attention_in_fp32(monkeypatch):
     monkeypatch.setattr(attention, "_measured_cpu_attention_dtype", lambda dtype: torch.float32)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tests_convert_into_a_scratch_cache(tmp_path_factory):
+    """GGUF files that tests export are converted (once each) into a throw-away model cache, not the user's: each
+    has a new path, so each suite run used to leave one more model there. The embedded model's conversion, made once
+    per machine, is linked in and shared."""
+    from tunesmith.errors import ModelError
+    from tunesmith.model.loader import EMBEDDED_NAME, cache_dir, resolve_model
+
+    scratch = tmp_path_factory.mktemp("tunesmith-cache")
+    (scratch / "models").mkdir()
+    try:
+        (scratch / "models" / EMBEDDED_NAME).symlink_to(Path(resolve_model(None)), target_is_directory=True)
+    except ModelError:  # the embedded model is not installed: the tests that need it say so themselves
+        pass
+    before = os.environ.get("TUNESMITH_CACHE")
+    os.environ["TUNESMITH_CACHE"] = str(scratch)  # os.environ, not monkeypatch: CLI subprocesses inherit it
+    assert cache_dir() == scratch
+    yield
+    if before is None:
+        del os.environ["TUNESMITH_CACHE"]
+    else:
+        os.environ["TUNESMITH_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     """The embedded SmolLM2 converted to safetensors (once per machine, ~10 s)."""
