@@ -108,8 +108,8 @@ def test_a_model_id_not_cached_while_offline_is_one_line_with_the_ways_out(monke
         resolve_model("default")  # what a new user types for the embedded model
     assert str(err.value) == (
         "default: not a local folder or .gguf file, not in the local hub cache, and the hub cannot be reached; "
-        "download it once with network access, point model= at a local folder, or leave model= empty for the "
-        "embedded SmolLM2-135M-Instruct")
+        "download it once with network access, or use a local folder; the embedded SmolLM2-135M-Instruct needs no "
+        "download (model= empty; `base` in chat, serve and eval)")
 
 
 def test_the_cli_offline_trains_from_cached_hub_ids_and_refuses_others_in_one_line(tmp_path, tiny_model_dir):
@@ -130,8 +130,8 @@ def test_the_cli_offline_trains_from_cached_hub_ids_and_refuses_others_in_one_li
     assert missing.returncode == 2
     assert missing.stderr.splitlines() == [(
         "error: acme/never-downloaded: not a local folder or .gguf file, not in the local hub cache, and the hub "
-        "cannot be reached; download it once with network access, point model= at a local folder, or leave model= "
-        "empty for the embedded SmolLM2-135M-Instruct")]
+        "cannot be reached; download it once with network access, or use a local folder; the embedded "
+        "SmolLM2-135M-Instruct needs no download (model= empty; `base` in chat, serve and eval)")]
     no_data = run_cli("doctor", "model=acme/tiny-llama", "dataset=acme/no-such-rows", env=env, timeout=300)
     assert no_data.returncode == 2 and len(no_data.stderr.splitlines()) == 1
     assert "acme/no-such-rows: no such file or folder, not in the local hub cache" in no_data.stderr

@@ -169,8 +169,8 @@ def hub_model(repo_id: str) -> str:
     found = cached_if_offline(repo_id)
     if found is None:
         raise ModelError(f"{repo_id}: not a local folder or .gguf file, not in the local hub cache, and the hub "
-                         "cannot be reached; download it once with network access, point model= at a local folder, "
-                         f"or leave model= empty for the embedded {EMBEDDED_NAME}")
+                         "cannot be reached; download it once with network access, or use a local folder; the "
+                         f"embedded {EMBEDDED_NAME} needs no download (model= empty; `base` in chat, serve and eval)")
     return found
 
 
