@@ -20,15 +20,16 @@ ALLOWED = {
     "webserver": {"errors"},  # uvicorn in a thread, for serve and the Web UI
     "kernel_caches": set(),  # the bound on torch's CPU kernel caches, set by every process that trains or decodes
     "extras": {"errors"},
-    "data": {"errors"},
-    "model": {"errors", "extras", "data", "registry"},
+    "offline": set(),  # hub ids when the hub cannot be reached: for model and dataset ids and hub uploads
+    "data": {"errors", "offline"},
+    "model": {"errors", "extras", "data", "registry", "offline"},
     "stages": {"errors", "data", "model", "registry"},
     "config": {"errors", "data", "model", "stages"},  # only the template, method and stage registries' names
     "run": {"errors", "config", "model"},
     "infer": {"errors", "data", "model", "stages", "run", "kernel_caches"},
     "train": {"errors", "extras", "config", "data", "model", "stages", "run", "kernel_caches"},
     "evaluate": {"errors", "extras", "data", "model", "stages", "run", "infer"},
-    "export": {"errors", "extras", "data", "model", "stages", "run", "registry"},
+    "export": {"errors", "extras", "data", "model", "stages", "run", "registry", "offline"},
     "serve": {"errors", "extras", "data", "model", "run", "infer", "webserver"},
     # Checks a training config before training, with train's own memory planner: above train, beside the CLI.
     "doctor": {"errors", "extras", "config", "data", "model", "stages", "run", "train"},

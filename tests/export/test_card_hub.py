@@ -76,3 +76,29 @@ def test_bad_options_fail_before_any_work(lora_run, tmp_path):
     (tmp_path / "busy" / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="already holds other files"):
         export_run(lora_run, tmp_path / "busy", progress=False)
+
+
+def test_push_with_the_hub_unreachable_stops_before_any_work(lora_run, tmp_path, monkeypatch):
+    from tunesmith import offline
+
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setattr(offline, "hub_reachable", lambda: False)
+    with pytest.raises(ExportError, match=r"--push-to-hub: the hub \(.*\) cannot be reached from this machine; "
+                                          r"export without --push-to-hub now and upload the folder later"):
+        export_run(lora_run, tmp_path / "never", push_to_hub="someone/faq-bot", progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+class NetworkGone(FakeHub):
+    def create_commit(self, repo_id, operations, *, commit_message, repo_type):
+        raise ConnectionResetError("Connection reset by peer")
+
+
+def test_a_network_error_during_the_upload_is_one_line_and_keeps_the_export(lora_run, tmp_path):
+    with pytest.raises(ExportError) as err:
+        export_run(lora_run, tmp_path / "faq-bot", push_to_hub="someone/faq-bot", hub_api=NetworkGone(),
+                   progress=False)
+    assert str(err.value) == (f"push to someone/faq-bot failed: ConnectionResetError: Connection reset by peer; the "
+                              f"export itself is complete in {tmp_path / 'faq-bot'}, upload it with `hf upload` once "
+                              "this is fixed")
+    assert (tmp_path / "faq-bot" / "model.safetensors").exists()

@@ -35,9 +35,17 @@ def default_api() -> HubApi:
     """HfApi, after checking that a token is available (HF_TOKEN or `hf auth login`)."""
     from huggingface_hub import HfApi, get_token
 
+    from huggingface_hub import constants
+
+    from tunesmith.offline import hub_reachable
+
     if get_token() is None:
         raise ExportError("--push-to-hub needs a Hugging Face token: export HF_TOKEN=... or run `hf auth login` "
                           "(tunesmith never stores it)")
+    if not hub_reachable():  # else the hub client retries for a minute, after the whole export
+        raise ExportError(f"--push-to-hub: the hub ({constants.ENDPOINT}) cannot be reached from this machine; "
+                          "export without --push-to-hub now and upload the folder later with `hf upload USER/NAME "
+                          "FOLDER`")
     return HfApi()
 
 
@@ -71,8 +79,12 @@ def push_folder(folder: Path, repo_id: str, private: bool = True, api: HubApi | 
         operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files]
         api.create_commit(repo_id, operations, commit_message="Upload model exported by tunesmith",
                           repo_type="model")
-    except HfHubHTTPError as e:
+    except ExportError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an HTTP error, or the network gone mid-upload (httpx, OSError, ...)
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ExportError(f"push to {repo_id} failed: {first}") from None
+        what = "" if isinstance(e, HfHubHTTPError) else f"{type(e).__name__}: "
+        raise ExportError(f"push to {repo_id} failed: {what}{first}; the export itself is complete in {folder}, "
+                          "upload it with `hf upload` once this is fixed") from None
     log.info("pushed %d files to %s (%s)", len(files), repo_id, "private" if private else "public")
     return f"https://huggingface.co/{repo_id}"
