@@ -33,9 +33,7 @@ def check_repo_id(repo_id: str) -> None:
 
 def default_api() -> HubApi:
     """HfApi, after checking that a token is available (HF_TOKEN or `hf auth login`)."""
-    from huggingface_hub import HfApi, get_token
-
-    from huggingface_hub import constants
+    from huggingface_hub import HfApi, constants, get_token
 
     from tunesmith.offline import hub_reachable
 
