@@ -88,6 +88,22 @@ def test_a_json_line_cut_short_names_the_column_where_it_ends(tmp_path):
     assert str(err.value) == f"{path}:2: invalid JSON (Expecting value at column 32); fix or delete the line"
 
 
+@pytest.mark.parametrize("row", [
+    {"messages": [{"role": "user", "content": "Weather?"},
+                  {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {
+                      "name": "get_weather", "arguments": "{}"}}]},
+                  {"role": "tool", "content": "{}"}, {"role": "assistant", "content": "Sunny."}]},
+    {"conversations": [{"from": "human", "value": "Weather?"}, {"from": "function_call", "value": "{}"},
+                       {"from": "observation", "value": "{}"}, {"from": "gpt", "value": "Sunny."}]},
+])
+def test_tool_calling_rows_are_refused_by_name(tmp_path, row):
+    path = write_jsonl(tmp_path / "tools.jsonl", [row])
+    with pytest.raises(DataError) as err:
+        load(path)
+    assert str(err.value) == (f"{path}:1: turn 2 is a tool call or a tool result: training on tool use is not "
+                              "supported; leave such rows out, or keep only their user and assistant text turns")
+
+
 @pytest.mark.parametrize("turns, message", [
     ([{"from": "human", "value": "Q"}, {"from": "robot", "value": "A"}], "unknown role 'robot'"),
     ([{"from": "human", "value": "Q"}], "does not end with an answer"),

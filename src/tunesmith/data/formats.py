@@ -27,6 +27,7 @@ SHAREGPT_ROLES = {
     "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system",
 }
 OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "developer": "system"}
+TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython"}
 
 
 @dataclass
@@ -177,6 +178,11 @@ def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles:
                        f"{text_key}: ...}}, ...]")
     system, messages = None, []
     for i, turn in enumerate(items, 1):
+        tool_turn = isinstance(turn, dict) and (turn.get("tool_calls") or turn.get("function_call")
+                                                 or str(turn.get(role_key)).lower() in TOOL_ROLES)
+        if tool_turn:  # OpenAI tool_calls / tool results, LLaMA-Factory's function_call / observation turns
+            raise ctx.fail(f"turn {i} is a tool call or a tool result: training on tool use is not supported",
+                           "leave such rows out, or keep only their user and assistant text turns")
         if not isinstance(turn, dict) or role_key not in turn or text_key not in turn:
             raise ctx.fail(f"turn {i} of '{key}' needs '{role_key}' and '{text_key}'", "fix that turn")
         raw_role, content = turn[role_key], _content_text(ctx, turn[text_key], i)
