@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,10 +37,8 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(variable, raising=False)
-    probe, lookup = offline.hub_reachable, offline.cached_if_offline  # tests may replace the probe: keep the real
-    probe.cache_clear(), lookup.cache_clear()
+    monkeypatch.setattr(offline, "_last_probe", None)  # no remembered answer in, none out
     yield tmp_path / "hub"
-    probe.cache_clear(), lookup.cache_clear()
 
 
 def cache_snapshot(hub_cache: Path, repo_id: str, files: Path | dict, repo_type: str = "model") -> Path:
@@ -71,6 +70,14 @@ def test_the_hub_is_unreachable_when_its_endpoint_refuses(monkeypatch, hub):
     assert not offline.hub_reachable()
 
 
+def test_the_answer_is_kept_for_a_while_then_asked_again(monkeypatch, hub):
+    answers = iter([False, True])
+    monkeypatch.setattr(offline, "_connects", lambda: next(answers))
+    clock = iter([1000.0, 1010.0, 1000.0 + offline.RECHECK_SECONDS + 1])
+    monkeypatch.setattr(offline, "time", SimpleNamespace(monotonic=lambda: next(clock)))  # offline's clock only
+    assert [offline.hub_reachable() for _ in range(3)] == [False, False, True]  # a network that came up is seen
+
+
 def test_behind_a_proxy_the_proxy_is_what_must_answer(monkeypatch, hub, listening_port):
     from huggingface_hub import constants
 
@@ -95,7 +102,6 @@ def test_with_a_network_or_in_the_hubs_own_offline_mode_ids_pass_unchanged(monke
     assert offline.cached_if_offline("acme/tiny") == "acme/tiny"
     monkeypatch.setattr(offline, "hub_reachable", lambda: pytest.fail("HF_HUB_OFFLINE needs no probe"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    offline.cached_if_offline.cache_clear()
     assert offline.cached_if_offline("acme/tiny") == "acme/tiny"
 
 

@@ -11,17 +11,19 @@ where the libraries read the cache themselves without retrying), ids pass throug
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
+import time
 import urllib.request
 from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 3.0  # a reachable hub answers a TCP connection in well under a second
+RECHECK_SECONDS = 30.0  # a long-lived process (the Web UI, serve) notices a network that came or went
+_last_probe: tuple[float, bool] | None = None  # (when, answer)
+_reported: set[tuple[str, str]] = set()  # a run reads its dataset and model more than once: one log line each
 
 
-@functools.cache  # a run reads its dataset and model more than once: one answer (and one log line) each
 def cached_if_offline(repo_id: str, repo_type: str = "model") -> str | None:
     """`repo_id` where the hub can be asked (or the hub's own offline mode is on); otherwise its cached snapshot
     folder, or None when this id was never downloaded here."""
@@ -33,14 +35,23 @@ def cached_if_offline(repo_id: str, repo_type: str = "model") -> str | None:
         folder = snapshot_download(repo_id, repo_type=repo_type, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached, or not a valid id: either way nothing here to load
         return None
-    log.info("%s: the hub cannot be reached; using the cached copy in %s", repo_id, folder)
+    if (repo_id, repo_type) not in _reported:
+        _reported.add((repo_id, repo_type))
+        log.info("%s: the hub cannot be reached; using the cached copy in %s", repo_id, folder)
     return folder
 
 
-@functools.cache
 def hub_reachable() -> bool:
     """Can a TCP connection be opened to the hub endpoint (`HF_ENDPOINT`), or to the HTTPS proxy that would carry
-    the request? Asked once per process."""
+    the request? The answer is kept for RECHECK_SECONDS."""
+    global _last_probe
+    now = time.monotonic()
+    if _last_probe is None or now - _last_probe[0] > RECHECK_SECONDS:
+        _last_probe = (now, _connects())
+    return _last_probe[1]
+
+
+def _connects() -> bool:
     from huggingface_hub import constants
 
     endpoint = urlparse(constants.ENDPOINT)
