@@ -81,6 +81,16 @@ def test_malformed_alpaca_row_names_its_line(tmp_path, bad_line, message):
     assert "\n" not in text
 
 
+def test_conversation_key_of_lmsys_chat_and_wildchat(tmp_path):
+    row = {"conversation_id": "c1", "model": "m", "turn": 1, "language": "English",
+           "conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    path = write_jsonl(tmp_path / "lmsys.jsonl", [row])
+    assert load(path) == [Conversation([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+                                       None, f"{path}:1")]
+    row["conversation"] = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]
+    assert load(write_jsonl(path, [row]))[0].messages[1] == {"role": "assistant", "content": "Hello"}
+
+
 def test_a_json_line_cut_short_names_the_column_where_it_ends(tmp_path):
     path = write_jsonl(tmp_path / "cut.jsonl", [GOOD, '{"instruction": "Q", "output": ', GOOD])
     with pytest.raises(DataError) as err:

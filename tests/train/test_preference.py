@@ -33,6 +33,22 @@ def test_preference_formats(tmp_path, row, messages):
     assert pref == Preference(messages, "good", "bad", None, f"{tmp_path / 'p.jsonl'}:1")
 
 
+def test_public_preference_datasets_as_published(tmp_path):
+    """Intel/orca_dpo_pairs (system, question, chosen, rejected) and Anthropic/hh-rlhf (two whole transcripts that
+    share every turn but the last answer), rows as those datasets publish them."""
+    orca = {"system": "Be brief.", "question": "Q", "chosen": "good", "rejected": "bad"}
+    hh = {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Q\n\nAssistant: good",
+          "rejected": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Q\n\nAssistant: bad"}
+    path = write_jsonl(tmp_path / "p.jsonl", [orca])
+    assert to_canonical(read_rows(str(path))) == [Preference(USER, "good", "bad", "Be brief.", f"{path}:1")]
+    path = write_jsonl(tmp_path / "hh.jsonl", [hh])
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}, *USER]
+    assert to_canonical(read_rows(str(path))) == [Preference(turns, "good", "bad", None, f"{path}:1")]
+    hh["rejected"] = "\n\nHuman: Hey\n\nAssistant: Hello!\n\nHuman: Q\n\nAssistant: bad"
+    with pytest.raises(DataError, match=r"hh\.jsonl:1: chosen and rejected conversations differ before"):
+        to_canonical(read_rows(str(write_jsonl(path, [hh]))))
+
+
 def test_bad_preference_rows(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Q", "chosen": "good", "rejected": ""}])
     with pytest.raises(DataError, match=r"p\.jsonl:1: 'rejected' is missing or empty"):

@@ -5,16 +5,20 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
 - alpaca:   instruction, input (optional), output, system (optional), history (optional [[q, a], ...]).
             Also accepted: prompt/question for instruction, context for input, response/completion/answer for output.
 - sharegpt: conversations: [{from: human|gpt|system, value}], system (optional).
-- openai:   messages: [{role: system|user|assistant, content}].
+- openai:   messages: [{role: system|user|assistant, content}] (also under conversations, or conversation as in
+            lmsys-chat-1m and WildChat).
 - text:     text (raw documents, for pretraining).
 - preference (stages rm, dpo): chosen + rejected answers to a prompt given as `prompt` (text or a list of
             messages), `instruction`/`input`, or `messages`/`conversations` ending with a user turn. chosen/rejected
-            are text, a message {role/from, content/value}, or (TRL style) whole conversations sharing the prompt.
+            are text, a message {role/from, content/value}, or (TRL style) whole conversations sharing the prompt,
+            or (Anthropic HH-RLHF) whole "\n\nHuman: ... \n\nAssistant: ..." transcripts sharing the prompt.
+            `question` and `system` name the prompt too (Intel/orca_dpo_pairs).
 `columns` renames the user's columns to these names first, e.g. columns={instruction: question, output: answer}.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,8 @@ SHAREGPT_ROLES = {
 }
 OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "developer": "system"}
 TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython"}
+TURN_KEYS = ("conversations", "conversation")  # a list of turns under either name
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")  # Anthropic HH-RLHF transcripts
 
 
 @dataclass
@@ -71,8 +77,9 @@ def detect_format(row: dict[str, Any]) -> str:
         return "preference"
     if "messages" in row:
         return "openai"
-    if "conversations" in row:
-        turns = row["conversations"]  # not a list (5, {...}): sharegpt's converter names the key and the fix
+    key = next((k for k in TURN_KEYS if k in row), None)
+    if key is not None:
+        turns = row[key]  # not a list (5, {...}): sharegpt's converter names the key and the fix
         first = turns[0] if isinstance(turns, list) and turns else None
         return "openai" if isinstance(first, dict) and "role" in first else "sharegpt"
     keys = set(row)
@@ -218,13 +225,14 @@ def _content_text(ctx: _Ctx, content: Any, turn: int) -> str:
 
 
 def _sharegpt(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
-    conv = _turns(ctx, obj.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
+    key = next((k for k in TURN_KEYS if k in obj), TURN_KEYS[0])
+    conv = _turns(ctx, obj.get(key), key, "from", "value", SHAREGPT_ROLES)
     conv.system = conv.system or _text_field(ctx, obj, "system", required=False)
     return conv
 
 
 def _openai(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
-    key = "messages" if "messages" in obj else "conversations"
+    key = next((k for k in ("messages", *TURN_KEYS) if k in obj), "messages")
     return _turns(ctx, obj.get(key), key, "role", "content", OPENAI_ROLES)
 
 
@@ -235,6 +243,8 @@ def _text(ctx: _Ctx, obj: dict[str, Any]) -> Document:
 def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:
     chosen, rejected = obj.get("chosen"), obj.get("rejected")
     prompt = obj.get("prompt", obj.get("messages", obj.get("conversations")))
+    if prompt is None and _transcript(chosen) and _transcript(rejected):
+        chosen, rejected = _transcript(chosen), _transcript(rejected)
     if isinstance(chosen, list) and isinstance(rejected, list) and not isinstance(prompt, list):
         if prompt is None:  # TRL implicit prompt: both conversations share everything but the last answer
             if chosen[:-1] != rejected[:-1]:
@@ -246,13 +256,25 @@ def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:
         messages, system = conv.messages[:-1], conv.system
     elif isinstance(prompt, str) and prompt.strip():
         messages, system = [{"role": "user", "content": prompt}], None
-    elif "instruction" in obj:
+    elif {"instruction", *ALIASES["instruction"]} & set(obj):
         conv = _alpaca(ctx, {**obj, "output": "-"})
         messages, system = conv.messages[:-1], conv.system
     else:
-        raise ctx.fail("a preference row needs the prompt", "add 'prompt' (or 'instruction', or 'messages')")
+        raise ctx.fail("a preference row needs the prompt", "add 'prompt' (or 'instruction', 'question', or "
+                       "'messages')")
     return Preference(messages, _answer(ctx, chosen, "chosen"), _answer(ctx, rejected, "rejected"),
                       system or _text_field(ctx, obj, "system", required=False), ctx.location)
+
+
+def _transcript(value: Any) -> list[dict[str, str]] | None:
+    """An HH-RLHF transcript ("\n\nHuman: Q\n\nAssistant: A ...") as turns, or None when the text is not one."""
+    if not isinstance(value, str):
+        return None
+    parts = HH_TURN.split(value)  # ['', 'Human', 'Q', 'Assistant', 'A', ...]
+    if len(parts) < 5 or parts[0].strip():
+        return None
+    return [{"role": "user" if who == "Human" else "assistant", "content": text}
+            for who, text in zip(parts[1::2], parts[2::2], strict=True)]
 
 
 def _prompt_turns(ctx: _Ctx, turns: list) -> Conversation:

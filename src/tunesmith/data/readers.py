@@ -34,7 +34,7 @@ MAGIC = (
 )
 # Columns that make a JSON object a row itself rather than a wrapper around the rows ({"data": [...]}).
 ROW_KEYS = {"instruction", "prompt", "question", "input", "context", "output", "response", "completion", "answer",
-            "system", "history", "conversations", "messages", "chosen", "rejected", "text"}
+            "system", "history", "conversations", "conversation", "messages", "chosen", "rejected", "text"}
 _DECODER = json.JSONDecoder()
 
 
