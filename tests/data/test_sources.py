@@ -323,3 +323,20 @@ def test_encode_items_never_blames_cutoff_len_for_preference_rows(tokenizer):
     item = Preference([{"role": "user", "content": "Q"}], "good", "bad", location="p.jsonl:4")
     with pytest.raises(DataError, match=r"^p\.jsonl:4: this is a preference row .* use stage=dpo or stage=rm"):
         get_stage("sft", TrainConfig()).encode([item], get_template("chatml", tokenizer), tokenizer, "train")
+
+
+def test_a_folder_saved_by_datasets_save_to_disk_is_read_as_its_rows(tmp_path):
+    import datasets
+
+    rows = [{"instruction": f"Q{i}", "output": f"A{i}"} for i in range(3)]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))  # Arrow + state.json + dataset_info.json
+    assert read_rows(str(tmp_path / "one")) == [(f"{tmp_path / 'one'}:row {i + 1}", r) for i, r in enumerate(rows)]
+    both = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:2]),
+                                 "test": datasets.Dataset.from_list(rows[2:])})
+    both.save_to_disk(str(tmp_path / "dict"))
+    assert [r for _, r in read_rows(str(tmp_path / "dict"))] == rows[:2]  # its train split
+    assert [r for _, r in read_rows(str(tmp_path / "dict" / "test"))] == rows[2:]
+    datasets.DatasetDict({"test": both["test"]}).save_to_disk(str(tmp_path / "no-train"))
+    assert error_of(tmp_path / "no-train") == (f"{tmp_path / 'no-train'}: a saved DatasetDict without a 'train' split "
+                                               f"(it has test); give one split's folder, e.g. "
+                                               f"dataset={tmp_path / 'no-train' / 'test'}")

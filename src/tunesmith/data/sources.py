@@ -1,5 +1,5 @@
-"""Read rows from json / jsonl / csv / parquet / txt files, folders of them, or a hub dataset, remembering where each
-row came from.
+"""Read rows from json / jsonl / csv / parquet / txt files, folders of them, a folder written by datasets'
+`save_to_disk`, or a hub dataset, remembering where each row came from.
 
 Every row is returned as `(location, dict)` where location is `path:line` (files with lines) or `path:row N`, so a
 bad row anywhere in the pipeline can be reported as exactly the place the user has to open. Decoding a file's bytes
@@ -53,6 +53,14 @@ def read_rows(source: str) -> list[Row]:
 
 
 def _read_folder(path: Path) -> list[Row]:
+    if (path / "dataset_dict.json").is_file():  # datasets' DatasetDict.save_to_disk: a folder per split
+        if not (path / "train").is_dir():
+            splits = sorted(p.name for p in path.iterdir() if p.is_dir())
+            raise DataError(f"{path}: a saved DatasetDict without a 'train' split (it has {', '.join(splits) or 'none'}"
+                            f"); give one split's folder, e.g. dataset={path / (splits[0] if splits else 'train')}")
+        return _read_saved(path / "train")
+    if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():  # Dataset.save_to_disk
+        return _read_saved(path)
     try:
         entries = list(path.iterdir())
     except PermissionError:
@@ -65,6 +73,19 @@ def _read_folder(path: Path) -> list[Row]:
     if not files:
         raise DataError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder")
     return [row for f in files for row in read_rows(str(f))]
+
+
+def _read_saved(path: Path) -> list[Row]:
+    """A folder written by datasets' `save_to_disk` (Arrow files and their JSON descriptions, not rows)."""
+    try:
+        import datasets
+
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign folder; datasets raises many types
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: could not read this saved dataset ({first}); save it again with "
+                        "save_to_disk, or export it with to_json") from None
+    return [(f"{path}:row {i + 1}", dict(obj)) for i, obj in enumerate(ds)]
 
 
 def _read_hub(name: str) -> list[Row]:
