@@ -39,14 +39,10 @@ def _tests_convert_into_a_scratch_cache(tmp_path_factory):
         (scratch / "models" / EMBEDDED_NAME).symlink_to(Path(resolve_model(None)), target_is_directory=True)
     except ModelError:  # the embedded model is not installed: the tests that need it say so themselves
         pass
-    before = os.environ.get("TUNESMITH_CACHE")
-    os.environ["TUNESMITH_CACHE"] = str(scratch)  # os.environ, not monkeypatch: CLI subprocesses inherit it
-    assert cache_dir() == scratch
-    yield
-    if before is None:
-        del os.environ["TUNESMITH_CACHE"]
-    else:
-        os.environ["TUNESMITH_CACHE"] = before
+    with pytest.MonkeyPatch.context() as session:
+        session.setenv("TUNESMITH_CACHE", str(scratch))  # in os.environ: CLI subprocesses inherit it
+        assert cache_dir() == scratch
+        yield
 
 
 @pytest.fixture(scope="session")

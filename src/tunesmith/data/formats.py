@@ -243,8 +243,8 @@ def _text(ctx: _Ctx, obj: dict[str, Any]) -> Document:
 def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:
     chosen, rejected = obj.get("chosen"), obj.get("rejected")
     prompt = obj.get("prompt", obj.get("messages", obj.get("conversations")))
-    if prompt is None and _transcript(chosen) and _transcript(rejected):
-        chosen, rejected = _transcript(chosen), _transcript(rejected)
+    if prompt is None and all(transcripts := (_transcript(chosen), _transcript(rejected))):
+        chosen, rejected = transcripts
     if isinstance(chosen, list) and isinstance(rejected, list) and not isinstance(prompt, list):
         if prompt is None:  # TRL implicit prompt: both conversations share everything but the last answer
             if chosen[:-1] != rejected[:-1]:

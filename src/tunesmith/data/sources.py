@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from tunesmith.data.readers import Row, read_file
-from tunesmith.errors import DataError
+from tunesmith.errors import DataError, first_line
 
 __all__ = ["FILE_SUFFIXES", "Row", "read_rows"]
 FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
@@ -82,7 +82,7 @@ def _read_saved(path: Path) -> list[Row]:
 
         ds = datasets.load_from_disk(str(path))
     except Exception as e:  # noqa: BLE001 - a damaged or foreign folder; datasets raises many types
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(f"{path}: could not read this saved dataset ({first}); save it again with "
                         "save_to_disk, or export it with to_json") from None
     return [(f"{path}:row {i + 1}", dict(obj)) for i, obj in enumerate(ds)]
@@ -105,7 +105,7 @@ def _read_hub(name: str) -> list[Row]:
 
         ds = datasets.load_dataset(source, split=split or "train")
     except Exception as e:  # the hub client raises many types; the user needs the one line
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(f"{name}: could not load the hub dataset ({first}); check the name, your network "
                         "or pass a local file") from None
     return [(f"{name}:row {i + 1}", dict(obj)) for i, obj in enumerate(ds)]

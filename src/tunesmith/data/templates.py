@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field, replace
 
 from tunesmith.data.chat_format import BOS, EOS, FIRST_USER, LAST_USER, ChatFormat, wrap
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, first_line
 
 __all__ = ["ALPACA_SYSTEM", "FORMATS", "ChatFormat", "Template", "get_template", "recognize"]
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Template:
             raise
         # The template's own raise_exception (e.g. Gemma 2 refuses system prompts).
         except Exception as e:  # noqa: BLE001
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            first = first_line(e, 160)
             raise ConfigError(f"template '{self.name}' cannot render this conversation ({first}); choose a named "
                               "template (template=gemma, chatml, ...) or change the rows") from None
         return [(text, trainable) for text, trainable in pieces if text]

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Protocol
 
+from tunesmith.errors import first_line
 from tunesmith.export.naming import ExportError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def push_folder(folder: Path, repo_id: str, private: bool = True, api: HubApi | 
     except ExportError:
         raise
     except Exception as e:  # noqa: BLE001 - an HTTP error, or the network gone mid-upload (httpx, OSError, ...)
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         what = "" if isinstance(e, HfHubHTTPError) else f"{type(e).__name__}: "
         raise ExportError(f"push to {repo_id} failed: {what}{first}; the export itself is complete in {folder}, "
                           "upload it with `hf upload` once this is fixed") from None

@@ -25,7 +25,7 @@ try:
 except ImportError:  # Windows: no advisory locks; conversions there are not concurrent-safe
     fcntl = None
 
-from tunesmith.errors import ConfigError, ModelError
+from tunesmith.errors import ConfigError, ModelError, first_line
 from tunesmith.extras import require
 
 log = logging.getLogger(__name__)
@@ -335,6 +335,6 @@ def holds_no_weights(source: str) -> bool:
 def explain_load_error(source: str, error: Exception) -> str:
     if holds_no_weights(source):
         return f"{source}: {NO_WEIGHTS}; {NO_WEIGHTS_FIX}"
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return (f"{source}: could not load the model ({first[:200]}); check the name, or download it once with "
+    first = first_line(error)
+    return (f"{source}: could not load the model ({first}); check the name, or download it once with "
             "network access (offline runs use the local hub cache), or point model= at a local folder")

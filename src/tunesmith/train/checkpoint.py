@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, first_line
 from tunesmith.run import CHECKPOINTS, CONFIG_FILE, STATE_FILE, RunError, checkpoints, is_finished
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, par) -> dict[str, A
     except ConfigError:
         raise
     except Exception as e:  # torch, safetensors and json each raise their own types for a truncated file
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        first = first_line(e, 120)
         raise CheckpointDamaged(f"{path} is damaged ({first})") from None
     par.load_trainable(model, tensors)
     par.load_optimizer(model, optimizer, optimizer_state)
