@@ -69,6 +69,22 @@ def test_client_errors_are_4xx_json(client, server):
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_responses_api_and_model_lookup(client, server):
+    """The client's main entry point, `client.responses`, answers as chat does; its stream helper (the SDK's own
+    strict accumulator) completes; a model can be looked up by name; a wrong path names the right ones."""
+    model = client.models.retrieve("SmolLM2-135M-Instruct").id
+    r = client.responses.create(model=model, input=QUESTION[0]["content"], temperature=0, max_output_tokens=16)
+    chat = client.chat.completions.create(model=model, messages=QUESTION, temperature=0, max_tokens=16)
+    assert "Paris" in r.output_text and r.output_text == chat.choices[0].message.content
+    with client.responses.stream(model=model, input=QUESTION, temperature=0, max_output_tokens=200) as stream:
+        final = stream.get_final_response()
+    assert final.status == "completed" and final.output_text == r.output_text
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.models.retrieve("no-such-model")
+    with pytest.raises(openai.NotFoundError, match="/v1/responses"):
+        client.embeddings.create(model=model, input="hi")
+
+
 def test_concurrent_requests_all_succeed(client):
     def ask(i):
         return client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=QUESTION, max_tokens=8,

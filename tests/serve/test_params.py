@@ -131,3 +131,70 @@ def test_legacy_completion_fields(server):
     r = httpx.post(url, json={"model": "tiny", "prompt": "Hi", "max_tokens": 2, "echo": False, "best_of": 1,
                               "user": "someone", "metadata": {"k": "v"}, "tools": None})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
+
+
+def respond(client, **kw):
+    return client.responses.create(**{"model": "tiny", "input": REPEAT[0]["content"], "max_output_tokens": 16,
+                                      "temperature": 0, **kw})
+
+
+def test_responses_api_answers_as_chat_does(client):
+    r, c = respond(client, metadata={"k": "v"}, user="u1", store=True), chat(client)
+    assert r.output_text == c.choices[0].message.content and r.object == "response" and r.id.startswith("resp_")
+    assert (r.usage.input_tokens, r.usage.output_tokens) == (c.usage.prompt_tokens, c.usage.completion_tokens)
+    assert r.status == {"length": "incomplete", "stop": "completed"}[c.choices[0].finish_reason]
+    assert (r.incomplete_details is not None) == (r.status == "incomplete")
+    assert r.metadata == {"k": "v"} and r.user == "u1" and r.store is False and r.max_output_tokens == 16
+    # instructions, then a conversation as clients send it back: the earlier output item verbatim, then text parts
+    turns = [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}]}, r.output[0].model_dump(),
+             {"role": "developer", "content": "be brief"}, {"type": "message", "role": "user", "content": "again"}]
+    again = respond(client, instructions="You are terse.", input=turns)
+    same = chat(client, messages=[{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"},
+                                  {"role": "assistant", "content": r.output_text},
+                                  {"role": "system", "content": "be brief"}, {"role": "user", "content": "again"}])
+    assert again.output_text == same.choices[0].message.content and again.instructions == "You are terse."
+
+
+def test_responses_api_streams_numbered_events_that_add_up(client):
+    whole = respond(client, include=["message.output_text.logprobs"], top_logprobs=2)
+    events = list(respond(client, include=["message.output_text.logprobs"], top_logprobs=2, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"]
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          f"response.{whole.status}"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert "".join(e.delta for e in deltas) == whole.output_text == events[-1].response.output_text
+    logprobs = whole.output[0].content[0].logprobs
+    assert len(logprobs) == whole.usage.output_tokens and "".join(t.token for t in logprobs) == whole.output_text
+    assert all(len(t.top_logprobs) == 2 and t.top_logprobs[0].logprob == t.logprob for t in logprobs)
+    assert [t.logprob for e in deltas for t in e.logprobs] == [t.logprob for t in logprobs]
+    assert events[-1].response.usage.output_tokens == whole.usage.output_tokens
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"previous_response_id": "resp_1"}, "previous_response_id"),
+    ({"extra_body": {"conversation": "conv_1"}}, "conversation"),
+    ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+    ({"tool_choice": "required"}, "tool_choice"),
+    ({"background": True}, "background"),
+    ({"truncation": "auto"}, "truncation"),
+    ({"reasoning": {"effort": "low"}}, "reasoning"),
+    ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text.format"),
+    ({"text": {"verbosity": "low"}}, "text.verbosity"),
+    ({"include": ["file_search_call.results"]}, "include"),
+    ({"top_logprobs": 21}, "top_logprobs"),
+    ({"max_output_tokens": 0}, "max_output_tokens"),
+    ({"extra_body": {"prompt": {"id": "pmpt_1"}}}, "prompt"),
+    ({"instructions": ["x"]}, "instructions"),
+    ({"input": []}, "input"),
+    ({"input": [{"type": "function_call_output", "call_id": "1", "output": "x"}]}, "input[0]"),
+    ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content"),
+    ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+])
+def test_responses_api_refuses_what_it_cannot_honour_by_name(client, extra, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(**{"model": "tiny", "input": "Hi", "max_output_tokens": 2, **extra})
+    assert caught.value.body["param"] == param
+    assert param.split(".")[0].split("[")[0] in caught.value.body["message"]

@@ -133,6 +133,35 @@ def test_bad_values_in_a_batch_of_8_leave_the_other_answers_intact(serve, monkey
     assert metric(server.base, "tunesmith_errors_total", code="500") == 1
 
 
+@pytest.mark.parametrize("endpoint", ["chat", "responses"])
+def test_a_stream_that_fails_or_runs_out_of_time_ends_with_an_error_event(serve, monkeypatch, slow_steps, endpoint):
+    """Once a stream has started, its status is sent: a fault or the request timeout must arrive as the endpoint's
+    error event (an error chunk, or response.failed), never as a stream that just stops."""
+    from tunesmith.infer import engine as engine_module
+
+    server, client = serve(request_timeout_s=1.0)
+    real_sample = engine_module.sample
+
+    def flaky(logits, params, *args, **kw):
+        if params.seed == 4242:
+            raise RuntimeError("injected fault in one request")
+        return real_sample(logits, params, *args, **kw)
+
+    monkeypatch.setattr(engine_module, "sample", flaky)
+    for seed, message in ((4242, "Generation failed"), (1, "took longer")):  # 400 steps of >= 20 ms: past 1 s
+        if endpoint == "chat":
+            with pytest.raises(openai.APIError, match=message):
+                list(client.chat.completions.create(model="tiny-a", messages=QUESTION, max_tokens=400, seed=seed,
+                                                    stream=True))
+        else:
+            events = list(client.responses.create(model="tiny-a", input="Hi", max_output_tokens=400, stream=True,
+                                                  extra_body={"seed": seed}))
+            assert events[0].type == "response.created" and events[-1].type == "response.failed"
+            assert message in events[-1].response.error.message and events[-1].response.status == "failed"
+    assert wait_for(lambda: metric(server.base, "tunesmith_running_requests") == 0)
+    assert client.responses.create(model="tiny-a", input="Hi", max_output_tokens=3).usage.output_tokens == 3
+
+
 def test_two_models_both_progress_under_load(serve, slow_steps):
     """Model a is flooded beyond the batch; a request for model b must not wait for a's flood to drain."""
     server, client = serve(max_batch=4)
@@ -162,7 +191,10 @@ def test_bodies_too_large_too_deep_too_slow_or_malformed(serve):
     for body in ("{not json", "[1, 2]", '{"model": "tiny-a", "messages": "hi"}', "\xff\xfe", "9" * 5000):
         r = httpx.post(url, content=body)
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", body[:20]
-    assert httpx.get(f"{server.base}/v1/nothing-here").json()["error"]["code"] == "not_found"
+    lost = httpx.get(f"{server.base}/v1/nothing-here").json()["error"]
+    assert lost["code"] == "not_found" and "GET /v1/nothing-here" in lost["message"] and "/v1/responses" in lost["message"]
+    wrong_method = httpx.get(f"{server.base}/v1/responses")
+    assert wrong_method.status_code == 405 and "POST /v1/responses" in wrong_method.json()["error"]["message"]
     # a body that never finishes arriving is answered 408 after the body timeout, not held forever
     host, port = server.base.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:

@@ -1,5 +1,5 @@
-"""The OpenAI-compatible HTTP API: GET /v1/models, POST /v1/chat/completions, POST /v1/completions; GET /health and
-GET /metrics (Prometheus text) without a key.
+"""The OpenAI-compatible HTTP API: GET /v1/models (and /v1/models/NAME), POST /v1/chat/completions, /v1/completions
+and /v1/responses; GET /health and GET /metrics (Prometheus text) without a key.
 
 Client mistakes get OpenAI-style error JSON with a 4xx status (400 bad body or parameter, 401 key, 404 model,
 408 slow body, 413 large body, 429 full queue with Retry-After); server faults a 500 of type `server_error`.
@@ -25,14 +25,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.infer.engine import Request
 from tunesmith.serve import params as request_params
+from tunesmith.serve import responses_api
 from tunesmith.serve.batcher import Batcher, QueueFull
 from tunesmith.serve.errors import ApiError, error_body
 from tunesmith.serve.guard import Guard
 from tunesmith.serve.metrics import Metrics
-from tunesmith.serve.responses import Answer, EventStream, wait_for_disconnect
+from tunesmith.serve.responses import Answer, ChunkEvents, EventStream, wait_for_disconnect
 
 MAX_JSON_DEPTH = 32  # a chat request needs 5 levels; deeper is an attack or a bug
 CLIENT_GONE = 499  # nginx's status for "the client closed the request": nobody reads it, /metrics counts it
+ENDPOINTS = ("GET /v1/models, POST /v1/chat/completions, POST /v1/completions and POST /v1/responses (GET /health and "
+             "/metrics without a key)")
 
 
 @dataclasses.dataclass
@@ -67,19 +70,28 @@ def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Li
         return JSONResponse(error_body(str(e.errors()[:1]), "invalid_request"), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_, e: StarletteHTTPException):
+    async def _http(http: HttpRequest, e: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return JSONResponse(error_body(str(e.detail), code, status=e.status_code), status_code=e.status_code)
+        message = str(e.detail)
+        if e.status_code in (404, 405):  # a wrong path or method: say what this server does answer
+            message = f"This server has no {http.method} {http.url.path}; it answers {ENDPOINTS}."
+        return JSONResponse(error_body(message, code, status=e.status_code), status_code=e.status_code)
 
     @app.exception_handler(Exception)
     async def _crash(_, e: Exception):
         return JSONResponse(error_body("The server failed on this request.", "server_error", status=500),
                             status_code=500)
 
+    def card(name: str) -> dict:
+        return {"id": name, "object": "model", "created": created, "owned_by": "tunesmith"}
+
     @app.get("/v1/models")
     async def list_models():
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created,
-                                            "owned_by": "tunesmith"} for name in models]}
+        return {"object": "list", "data": [card(name) for name in models]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str):
+        return card(model_of(models, name)[0])
 
     # decoding paths, e.g. "fast (bf16)": without model names, which only key holders may list
     paths = ", ".join(sorted({m.engine.describe() for m in models.values()}))
@@ -94,17 +106,20 @@ def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Li
 
     def prepare(raw: bytes, kind: str):
         """On a worker thread: the validated request, its model and its prompt tokens."""
-        completion = request_params.parse(parse_json(raw), kind)
+        body = parse_json(raw)
+        completion = responses_api.parse(body) if kind == "responses" else request_params.parse(body, kind)
         name, loaded = model_of(models, completion.model)
+        where = "input" if kind == "responses" else "messages"
         try:
-            ids = (loaded.encode_chat(completion.messages) if kind == "chat" else loaded.encode_text(completion.prompt))
+            ids = (loaded.encode_text(completion.prompt) if completion.messages is None
+                   else loaded.encode_chat(completion.messages))
         except (ValueError, TypeError, LookupError) as e:  # jinja2's TemplateError is a plain Exception subclass
             raise ApiError(400, f"The model's chat template refused these messages: {e}", "invalid_messages",
-                           "messages") from None
+                           where) from None
         except Exception as e:
             if type(e).__module__.startswith("jinja2"):
                 raise ApiError(400, f"The model's chat template refused these messages: {e}", "invalid_messages",
-                               "messages") from None
+                               where) from None
             raise
         return name, loaded, completion, ids
 
@@ -118,8 +133,13 @@ def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Li
         except QueueFull as e:
             raise ApiError(429, "The server is busy: its queue is full. Retry after a moment.", "queue_full",
                            headers={"Retry-After": str(e.retry_after)}) from None
-        answer = Answer(kind, f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}", name,
-                        loaded.tokenizer, job)
+        if kind == "responses":
+            answer = responses_api.ResponseAnswer(name, loaded.tokenizer, job, completion.echo)
+            events = responses_api.ResponseEvents(answer)
+        else:
+            answer = Answer(kind, f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{secrets.token_hex(12)}", name,
+                            loaded.tokenizer, job)
+            events = ChunkEvents(answer, completion.include_usage)
         deadline = started + limits.request_timeout_s
 
         def finish(reason: str) -> None:
@@ -127,7 +147,7 @@ def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Li
             metrics.request_took(time.monotonic() - started)
 
         if completion.stream:
-            return EventStream(answer, completion.include_usage, deadline, finish, metrics)
+            return EventStream(events, deadline, finish, metrics)
         gone = asyncio.ensure_future(wait_for_disconnect(http.receive))
         reason = "handler"
         try:
@@ -154,6 +174,10 @@ def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Li
     @app.post("/v1/completions")
     async def completions(http: HttpRequest):
         return await complete(http, "text")
+
+    @app.post("/v1/responses")
+    async def responses(http: HttpRequest):
+        return await complete(http, "responses")
 
     return Guard(app, keys, metrics, limits.max_body_bytes, limits.body_timeout_s)
 

@@ -39,18 +39,12 @@ class Completion:
     n: int
     stream: bool
     include_usage: bool
+    echo: dict | None = None  # what a Responses API answer repeats from its request
 
 
 def parse(body: dict[str, Any], kind: str) -> Completion:
-    allowed = CHAT_FIELDS if kind == "chat" else TEXT_FIELDS
-    unknown = sorted(k for k, v in body.items() if k not in allowed and v is not None)
-    if unknown:
-        names = ", ".join(f"'{k}'" for k in unknown)
-        raise ApiError(400, f"Unsupported parameter(s) {names}: this server does not honour them. Remove them.",
-                       "unsupported_parameter", unknown[0])
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ApiError(400, "'model' must be a string (a name from GET /v1/models).", "invalid_type", "model")
+    refuse_unknown(body, CHAT_FIELDS if kind == "chat" else TEXT_FIELDS)
+    model = model_name(body)
     stream = flag(body, "stream")
     include_usage = stream_options(body.get("stream_options"), stream)
     if kind == "chat":
@@ -63,6 +57,27 @@ def parse(body: dict[str, Any], kind: str) -> Completion:
         logprobs = integer(body, "logprobs", None, 0, 5)
         text_only_extras(body)
         budget_key = "max_tokens"
+    params = sampling(body, budget_key, logprobs)
+    return Completion(kind, model, messages, prompt, params, integer(body, "n", 1, 1, MAX_N), stream, include_usage)
+
+
+def refuse_unknown(body: dict, allowed: set[str]) -> None:
+    unknown = sorted(k for k, v in body.items() if k not in allowed and v is not None)
+    if unknown:
+        names = ", ".join(f"'{k}'" for k in unknown)
+        raise ApiError(400, f"Unsupported parameter(s) {names}: this server does not honour them. Remove them.",
+                       "unsupported_parameter", unknown[0])
+
+
+def model_name(body: dict) -> str | None:
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, "'model' must be a string (a name from GET /v1/models).", "invalid_type", "model")
+    return model
+
+
+def sampling(body: dict, budget_key: str, logprobs: int | None) -> SamplingParams:
+    """The sampling fields every endpoint shares; `budget_key` names its token budget."""
     params = SamplingParams(
         max_new_tokens=integer(body, budget_key, 256, 1, 1 << 20),
         temperature=number(body, "temperature", 1.0, 0.0, 2.0),
@@ -77,7 +92,7 @@ def parse(body: dict[str, Any], kind: str) -> Completion:
     )
     if params.repetition_penalty <= 0:
         raise ApiError(400, "'repetition_penalty' must be above 0.", "invalid_value", "repetition_penalty")
-    return Completion(kind, model, messages, prompt, params, integer(body, "n", 1, 1, MAX_N), stream, include_usage)
+    return params
 
 
 def number(body: dict, key: str, default, low: float, high: float) -> float:
@@ -152,15 +167,17 @@ def chat_messages(messages: Any) -> list[dict[str, str]]:
     return clean
 
 
-def content_text(content: Any, where: str) -> str:
+def content_text(content: Any, where: str, kinds: tuple[str, ...] = ("text",)) -> str:
+    """A message's text: a string, or a list of text parts (`kinds`: the part types that carry text)."""
     if content is None or isinstance(content, str):
         return content or ""
     if isinstance(content, list):
         parts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ApiError(400, f"'{where}' may only hold text parts ({{\"type\": \"text\", \"text\": ...}}); "
-                               "this server reads no images, audio or files.", "invalid_messages", where)
+            if not isinstance(part, dict) or part.get("type") not in kinds or not isinstance(part.get("text"), str):
+                example = f'{{"type": "{kinds[0]}", "text": ...}}'
+                raise ApiError(400, f"'{where}' may only hold text parts ({example}); this server reads no images, "
+                               "audio or files.", "invalid_messages", where)
             parts.append(part["text"])
         return "".join(parts)
     raise ApiError(400, f"'{where}' must be a string or a list of text parts.", "invalid_messages", where)
@@ -194,17 +211,17 @@ def chat_logprobs(body: dict) -> int | None:
     return (top or 0) if wanted else None
 
 
-def response_format(value: Any) -> None:
+def response_format(value: Any, key: str = "response_format") -> None:
+    """Only plain text: `key` is where the format sits (`text.format` in the Responses API)."""
     if value is None:
         return
     kind = value.get("type") if isinstance(value, dict) else None
     if kind == "text":
         return
     if kind in ("json_object", "json_schema"):
-        raise ApiError(400, f"response_format '{kind}' is not supported: this server cannot constrain its output "
-                       "to JSON. Ask for JSON in the prompt and validate it yourself.", "unsupported_parameter",
-                       "response_format")
-    raise ApiError(400, "'response_format' must be {\"type\": \"text\"}.", "invalid_value", "response_format")
+        raise ApiError(400, f"{key} '{kind}' is not supported: this server cannot constrain its output to JSON. "
+                       "Ask for JSON in the prompt and validate it yourself.", "unsupported_parameter", key)
+    raise ApiError(400, f"'{key}' must be {{\"type\": \"text\"}}.", "invalid_value", key)
 
 
 def stop_strings(stop: Any) -> list[str]:

@@ -1,4 +1,5 @@
-"""OpenAI-shaped answers: the whole completion as one JSON body, or server-sent events ending with `data: [DONE]`.
+"""OpenAI-shaped answers: the whole completion as one JSON body, or server-sent events ending with `data: [DONE]`
+(the Responses API's own shapes are in responses_api.py).
 
 `EventStream` is a plain ASGI response so that it can watch the connection while it waits for tokens: if the client
 disconnects, the per-request timeout passes, or anything here fails, the job is cancelled (its rows leave the batch
@@ -65,12 +66,65 @@ class Answer:
                 if r.params.logprobs else None, "text_offset": offsets}
 
 
-class EventStream(Response):
-    """ASGI response streaming one job's choices as server-sent events."""
+def sse(data: dict | str, event: str | None = None) -> str:
+    """One server-sent event."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
 
-    def __init__(self, answer: Answer, include_usage: bool, deadline: float, on_exit, metrics):
+
+class ChunkEvents:
+    """How /v1/chat/completions and /v1/completions stream: one chunk per piece of text, `data: [DONE]` last."""
+
+    def __init__(self, answer: Answer, include_usage: bool):
+        self.answer, self.include_usage = answer, include_usage
+        self.sent_logprobs = [0] * len(answer.job.requests)
+        self.offsets = [0] * len(answer.job.requests)
+        self.object = "chat.completion.chunk" if answer.kind == "chat" else "text_completion"
+
+    def chunk(self, choices: list[dict], **extra) -> str:
+        a = self.answer
+        return sse({"id": a.rid, "object": self.object, "created": a.created, "model": a.model, "choices": choices,
+                    **extra})
+
+    def choice(self, index: int, text: str | None, finish: str | None, first: bool = False,
+               covered: int | None = None) -> dict:
+        answer, r = self.answer, self.answer.job.requests[index]
+        logprobs = None
+        if r.params.logprobs is not None and not first:
+            end = len(r.logprobs) if covered is None else covered
+            logprobs = answer.logprobs(r, self.sent_logprobs[index], end, self.offsets[index])
+            self.sent_logprobs[index] = end
+        if answer.kind == "chat":
+            delta = ({"role": "assistant", "content": ""} if first else {}) | ({"content": text} if text else {})
+            return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+        self.offsets[index] += len(text or "")
+        return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
+
+    def opening(self) -> list[str]:
+        if self.answer.kind != "chat":
+            return []
+        return [self.chunk([self.choice(i, None, None, first=True)]) for i in range(len(self.answer.job.requests))]
+
+    def delta(self, index: int, text: str, covered: int | None) -> list[str]:
+        return [self.chunk([self.choice(index, text, None, covered=covered)])]
+
+    def closing(self) -> list[str]:
+        frames = [self.chunk([self.choice(i, None, r.finish_reason)]) for i, r in enumerate(self.answer.job.requests)]
+        if self.include_usage:
+            frames.append(self.chunk([], usage=self.answer.usage()))
+        return frames + [sse("[DONE]")]
+
+    def failed(self, message: str, code: str, status: int) -> list[str]:
+        return [sse(error_body(message, code, status=status)), sse("[DONE]")]
+
+
+class EventStream(Response):
+    """ASGI response streaming one job as server-sent events, shaped by `events` (`ChunkEvents` or the Responses
+    API's events)."""
+
+    def __init__(self, events, deadline: float, on_exit, metrics):
         super().__init__(status_code=200, media_type="text/event-stream")
-        self.answer, self.include_usage, self.deadline = answer, include_usage, deadline
+        self.events, self.deadline = events, deadline
         self.on_exit = on_exit  # on_exit(reason): cancels the job unless it is finished
         self.metrics = metrics
 
@@ -92,35 +146,15 @@ class EventStream(Response):
 
     async def _events(self, send, gone) -> str:
         """Send events until the job ends; return "done", "disconnect" or "timeout"."""
-        answer, job = self.answer, self.answer.job
-        sent_logprobs = [0] * len(job.requests)
-        offsets = [0] * len(job.requests)
+        events, job = self.events, self.events.answer.job
 
-        async def emit(payload: dict | str) -> None:
-            data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-            await asyncio.wait_for(send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(),
-                                         "more_body": True}), max(0.01, self.deadline - time.monotonic()))
-
-        def chunk(index: int, text: str | None, finish: str | None, first: bool = False, covered: int | None = None):
-            r = job.requests[index]
-            logprobs = None
-            if r.params.logprobs is not None and not first:
-                end = len(r.logprobs) if covered is None else covered
-                logprobs = answer.logprobs(r, sent_logprobs[index], end, offsets[index])
-                sent_logprobs[index] = end
-            if answer.kind == "chat":
-                delta = ({"role": "assistant", "content": ""} if first else {}) | ({"content": text} if text else {})
-                choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
-            else:
-                offsets[index] += len(text or "")
-                choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
-            return {"id": answer.rid, "object": "chat.completion.chunk" if answer.kind == "chat" else "text_completion",
-                    "created": answer.created, "model": answer.model, "choices": [choice]}
+        async def emit(frames: list[str]) -> None:
+            for frame in frames:
+                await asyncio.wait_for(send({"type": "http.response.body", "body": frame.encode(), "more_body": True}),
+                                       max(0.01, self.deadline - time.monotonic()))
 
         try:
-            if answer.kind == "chat":
-                for index in range(len(job.requests)):
-                    await emit(chunk(index, None, None, first=True))
+            await emit(events.opening())
             while True:
                 wait = asyncio.ensure_future(job.events.get())
                 done, _ = await asyncio.wait({wait, gone}, timeout=max(0.0, self.deadline - time.monotonic()),
@@ -133,25 +167,17 @@ class EventStream(Response):
                 event = wait.result()
                 if event is None:
                     break
-                index, text, covered = event
-                await emit(chunk(index, text, None, covered=covered))
+                await emit(events.delta(*event))
             if job.error is not None or job.cancelled:
                 self.metrics.stream_error()
-                await emit(error_body("Generation failed on the server.", "server_error", status=500))
+                await emit(events.failed("Generation failed on the server.", "server_error", 500))
             else:
-                for index, r in enumerate(job.requests):
-                    await emit(chunk(index, None, r.finish_reason))
-                if self.include_usage:
-                    await emit({"id": answer.rid, "object": "chat.completion.chunk" if answer.kind == "chat"
-                                else "text_completion", "created": answer.created, "model": answer.model,
-                                "choices": [], "usage": answer.usage()})
-            await emit("[DONE]")
+                await emit(events.closing())
             return "done"
         except TimeoutError:
             self.metrics.stream_error()
             try:
-                await emit(error_body("The request took longer than this server allows.", "timeout", status=504))
-                await emit("[DONE]")
+                await emit(events.failed("The request took longer than this server allows.", "timeout", 504))
             except (TimeoutError, OSError):
                 pass
             return "timeout"
