@@ -24,7 +24,8 @@ ALLOWED = {
     "data": {"errors", "offline"},
     "model": {"errors", "extras", "data", "registry", "offline"},
     "stages": {"errors", "data", "model", "registry"},
-    "config": {"errors", "data", "model", "stages"},  # only the template, method and stage registries' names
+    "llamafactory": {"errors", "data"},  # LLaMA-Factory's YAML and dataset_info.json, read for config
+    "config": {"errors", "data", "model", "stages", "llamafactory"},  # + the template, method and stage names
     "run": {"errors", "config", "model"},
     "infer": {"errors", "data", "model", "stages", "run", "kernel_caches"},
     "train": {"errors", "extras", "config", "data", "model", "stages", "run", "kernel_caches"},

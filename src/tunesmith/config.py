@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from tunesmith import llamafactory
 from tunesmith.data.templates import FORMATS as TEMPLATE_FORMATS
 from tunesmith.errors import ConfigError
 from tunesmith.model.methods import METHODS as METHOD_REGISTRY
@@ -93,6 +94,8 @@ class TrainConfig:
     learning_rate: float = _f(2e-4, "Peak learning rate.")
     lr_scheduler: str = _f("cosine", "Learning-rate schedule after warmup.", SCHEDULERS)
     warmup_steps: int = _f(0, "Linear warmup steps.")
+    warmup_ratio: float = _f(0.0, "Linear warmup as a fraction of all optimizer steps, e.g. 0.1; used when "
+                                  "warmup_steps is 0.")
     optimizer: str = _f("adamw", "Optimizer (adamw_8bit needs bitsandbytes).", OPTIMIZERS)
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 = off).")
@@ -166,6 +169,8 @@ class TrainConfig:
             raise ConfigError(f"config: beta must be > 0, got {self.beta}")
         if self.learning_rate <= 0:
             raise ConfigError(f"config: learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"config: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"config: lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if self.val_size < 0 or (self.val_size >= 1 and self.val_size != int(self.val_size)):
@@ -321,6 +326,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         data, lines = _yaml_with_lines(path)
+        if llamafactory.is_llamafactory(data):
+            data, lines = llamafactory.translate(data, lines, path, set(FIELDS) | SECRET_KEYS)
         for key, value in data.items():
             where = f"{path}:{lines.get(key, '?')}: "
             _check_key(str(key), where)

@@ -14,9 +14,9 @@ from tunesmith.model.methods import method_class
 from tunesmith.run import RunDir
 from tunesmith.stages import stage_class
 
-HYPER = ("learning_rate", "lr_scheduler", "warmup_steps", "max_steps", "num_epochs", "per_device_batch_size",
-         "gradient_accumulation_steps", "cutoff_len", "optimizer", "weight_decay", "max_grad_norm", "seed", "dtype",
-         "template", "train_on_prompt")
+HYPER = ("learning_rate", "lr_scheduler", "warmup_steps", "warmup_ratio", "max_steps", "num_epochs",
+         "per_device_batch_size", "gradient_accumulation_steps", "cutoff_len", "optimizer", "weight_decay",
+         "max_grad_norm", "seed", "dtype", "template", "train_on_prompt")
 
 
 def _datasets(info: RunDir) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from tunesmith.config import TrainConfig
@@ -29,5 +31,5 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 def build_scheduler(optimizer, cfg: TrainConfig, total_steps: int):
     from transformers import get_scheduler
 
-    return get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
-                         num_training_steps=total_steps)
+    warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * total_steps)  # as transformers' Trainer does
+    return get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

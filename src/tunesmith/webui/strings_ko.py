@@ -245,6 +245,7 @@ STRINGS = {
     "help.learning_rate": "최대 학습률.",
     "help.lr_scheduler": "워밍업 이후의 학습률 스케줄.",
     "help.warmup_steps": "선형 워밍업 스텝 수.",
+    "help.warmup_ratio": "전체 옵티마이저 스텝 중 선형 워밍업의 비율 (예: 0.1). warmup_steps가 0일 때 쓰입니다.",
     "help.optimizer": "옵티마이저 (adamw_8bit에는 bitsandbytes가 필요).",
     "help.weight_decay": "AdamW 가중치 감쇠.",
     "help.max_grad_norm": "그래디언트 클리핑 기준 (0 = 끔).",

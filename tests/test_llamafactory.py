@@ -1,0 +1,161 @@
+"""A LLaMA-Factory training YAML, with dataset names from its dataset_info.json, trains as it is: every key is
+translated, dropped with its reason said, or refused by name and line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import QA, run_cli
+from tunesmith.config import load_config
+from tunesmith.errors import ConfigError
+
+# The shape of LLaMA-Factory's examples/train_lora/*_lora_sft.yaml (written here, not copied).
+LF_SFT = {
+    "model_name_or_path": "org/some-model", "trust_remote_code": True,
+    "stage": "sft", "do_train": True, "finetuning_type": "lora", "lora_rank": 8, "lora_target": "all",
+    "dataset": "faq,faq_chat", "template": "llama3", "cutoff_len": 512, "max_samples": 100,
+    "overwrite_cache": True, "preprocessing_num_workers": 16, "dataloader_num_workers": 4,
+    "output_dir": "saves/lora/sft", "logging_steps": 10, "save_steps": 500, "plot_loss": True,
+    "overwrite_output_dir": True, "save_only_model": False, "report_to": "none",
+    "per_device_train_batch_size": 1, "gradient_accumulation_steps": 8, "learning_rate": 1.0e-4,
+    "num_train_epochs": 3.0, "lr_scheduler_type": "cosine", "warmup_ratio": 0.1, "bf16": True, "ddp_timeout": 180000000,
+    "resume_from_checkpoint": None,
+}
+INFO = {
+    "faq": {"file_name": "faq.json"},
+    "faq_chat": {"file_name": "faq.json", "columns": {"prompt": "instruction", "query": "input", "response": "output"}},
+    "orca": {"hf_hub_url": "Open-Orca/OpenOrca", "ms_hub_url": "AI-ModelScope/OpenOrca",
+             "columns": {"prompt": "question", "response": "response", "system": "system_prompt"}},
+    "chat": {"hf_hub_url": "org/chat", "split": "train_sft", "formatting": "sharegpt", "columns": {"messages": "msgs"},
+             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}},
+    "pairs": {"file_name": "pairs.json", "ranking": True, "formatting": "sharegpt",
+              "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+    "docs": {"file_name": "docs.jsonl", "columns": {"prompt": "body"}},
+    "toolcalls": {"file_name": "faq.json", "formatting": "sharegpt", "columns": {"messages": "conversations",
+                                                                                 "tools": "tools"}},
+    "modelscope_only": {"ms_hub_url": "x/y"},
+}
+
+
+@pytest.fixture
+def lf_folder(tmp_path, monkeypatch):
+    """A LLaMA-Factory checkout's layout: data/dataset_info.json and its files; the tests run from its root."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dataset_info.json").write_text(json.dumps(INFO), encoding="utf-8")
+    (data / "faq.json").write_text(json.dumps([{"instruction": q, "input": "", "output": a} for q, a in QA * 4]))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def lf_yaml(folder: Path, **changes) -> Path:
+    config = {**LF_SFT, **changes}
+    path = folder / "llama3_lora_sft.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in config.items() if v is not ...}, sort_keys=False))
+    return path
+
+
+def test_a_llamafactory_sft_config_becomes_tunesmiths(lf_folder, caplog):
+    with caplog.at_level(logging.INFO, logger="tunesmith"):
+        cfg = load_config(lf_yaml(lf_folder))
+    assert (cfg.model, cfg.stage, cfg.method, cfg.lora_rank, cfg.lora_target) == ("org/some-model", "sft", "lora", 8,
+                                                                                    "all-linear")
+    assert cfg.dataset == ["data/faq.json", "data/faq.json"] and cfg.columns == {} and cfg.dataset_format == "auto"
+    assert (cfg.per_device_batch_size, cfg.gradient_accumulation_steps, cfg.num_epochs) == (1, 8, 3.0)
+    assert (cfg.lr_scheduler, cfg.warmup_ratio, cfg.learning_rate, cfg.dtype) == ("cosine", 0.1, 1e-4, "bf16")
+    assert (cfg.template, cfg.cutoff_len, cfg.max_samples, cfg.output_dir) == ("llama3", 512, 100, "saves/lora/sft")
+    [said] = [r.getMessage() for r in caplog.records if "LLaMA-Factory" in r.getMessage()]
+    for dropped in ("plot_loss", "report_to", "preprocessing_num_workers", "ddp_timeout", "trust_remote_code"):
+        assert dropped in said
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"quantization_bit": 4}, {"method": "qlora", "quantization_bit": 4}),
+    ({"use_dora": True}, {"method": "dora"}),
+    ({"finetuning_type": "freeze", "freeze_trainable_layers": 3}, {"method": "freeze", "freeze_layers": 3}),
+    ({"finetuning_type": "full", "bf16": False, "pure_bf16": True}, {"method": "full", "dtype": "pure_bf16"}),
+    ({"stage": "dpo", "pref_beta": 0.2, "pref_loss": "sigmoid", "dataset": "pairs"},
+     {"beta": 0.2, "dataset": "data/pairs.json", "dataset_format": "preference"}),
+    ({"stage": "pt", "dataset": "docs"}, {"dataset": "data/docs.jsonl", "columns": {"text": "body"}}),
+    ({"dataset": "orca"}, {"dataset": "Open-Orca/OpenOrca",
+                           "columns": {"instruction": "question", "output": "response", "system": "system_prompt"}}),
+    ({"dataset": "chat"}, {"dataset": "org/chat:train_sft", "dataset_format": "openai", "columns": {"messages": "msgs"}}),
+    ({"dataset": "my/own.jsonl"}, {"dataset": "my/own.jsonl"}),
+    ({"optim": "adamw_torch", "max_steps": -1, "template": "qwen"}, {"optimizer": "adamw", "max_steps": 0,
+                                                                     "template": "auto"}),
+    ({"deepspeed": "examples/deepspeed/ds_z3_config.json"}, {"distributed": "deepspeed"}),
+    ({"resume_from_checkpoint": "saves/lora/sft/checkpoint-500"}, {"resume": "saves/lora/sft/checkpoint-500"}),
+    ({"eval_dataset": "faq", "eval_steps": 50}, {"val_dataset": "data/faq.json", "eval_steps": 50}),
+])
+def test_each_llamafactory_setting_has_its_tunesmith_meaning(lf_folder, changes, expected):
+    cfg = load_config(lf_yaml(lf_folder, **changes))
+    assert {k: getattr(cfg, k) for k in expected} == expected
+
+
+def test_overrides_apply_on_top_and_the_data_folder_may_sit_beside_the_config(lf_folder, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # dataset_dir "data" is not here, but next to the config
+    cfg = load_config(lf_yaml(lf_folder), ["model=other/model", "max_steps=5"])
+    assert cfg.model == "other/model" and cfg.max_steps == 5 and cfg.dataset == [str(lf_folder / "data/faq.json")] * 2
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"stage": "kto"}, ":3: stage kto is LLaMA-Factory's"),
+    ({"ray_num_workers": 4}, ":31: LLaMA-Factory key 'ray_num_workers' has no tunesmith counterpart"),
+    ({"image_max_pixels": 262144}, ":31: image_max_pixels: tunesmith trains on text"),
+    ({"do_train": False}, ":4: do_train: false"),
+    ({"finetuning_type": "oft"}, "finetuning_type oft"),
+    ({"pref_loss": "orpo"}, "pref_loss orpo"),
+    ({"quantization_method": "hqq", "quantization_bit": 4}, "quantization_method hqq"),
+    ({"lr_scheduler_type": "polynomial"}, "lr_scheduler_type polynomial"),
+    ({"dataset": "toolcalls"}, "'toolcalls' has a 'tools' column"),
+    ({"dataset": "modelscope_only"}, "'modelscope_only' uses ms_hub_url"),
+    ({"dataset": "nosuch"}, "dataset 'nosuch' is not in"),
+    ({"dataset": "faq,orca"}, "differ in format or columns"),
+    ({"hub_token": "hf_x"}, "secrets never go in a config"),
+])
+def test_what_cannot_be_honoured_is_refused_by_name(lf_folder, changes, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(lf_yaml(lf_folder, **changes))
+
+
+def test_a_dataset_name_without_dataset_info_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no data/dataset_info.json was found"):
+        load_config(lf_yaml(tmp_path))
+
+
+def test_warmup_ratio_warms_up_that_share_of_the_steps():
+    import torch
+
+    from tunesmith.config import TrainConfig
+    from tunesmith.train.optim import build_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    cfg = TrainConfig(dataset="x", warmup_ratio=0.1, lr_scheduler="constant_with_warmup")
+    scheduler = build_scheduler(optimizer, cfg, 40)
+    rates = []
+    for _ in range(6):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]  # ceil(0.1 x 40) = 4 warmup steps
+    with pytest.raises(ConfigError, match="warmup_ratio"):
+        TrainConfig(dataset="x", warmup_ratio=1.5).validate()
+
+
+def test_tunesmith_train_runs_a_llamafactory_config(lf_folder, tiny_model_dir):
+    path = lf_yaml(lf_folder, model_name_or_path=str(tiny_model_dir), template="chatml", max_steps=2,
+                   output_dir=str(lf_folder / "run"), cutoff_len=128)
+    result = run_cli("train", str(path), "dtype=fp32", cwd=lf_folder)
+    assert result.returncode == 0, result.stderr
+    assert "read as a LLaMA-Factory config" in result.stderr
+    saved = yaml.safe_load((lf_folder / "run" / "config.yaml").read_text())  # tunesmith's own keys: re-runnable
+    assert saved["method"] == "lora" and saved["lora_target"] == "all-linear" and saved["warmup_ratio"] == 0.1
+    assert load_config(lf_folder / "run" / "config.yaml").dataset == saved["dataset"]
