@@ -67,7 +67,7 @@ class TrainConfig:
     stage: str = _f("sft", "sft (instructions/chat), pt (raw text), rm (reward model), dpo (preference pairs).",
                     STAGES)
     method: str = _f("lora", "How weights are trained: full, freeze (last layers), lora, dora, qlora.", METHODS)
-    dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, parquet) or a hub dataset name.")
+    dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, tsv, parquet, txt) or a hub dataset.")
     val_dataset: str | list[str] | None = _f(None, "Separate validation data; overrides val_size.")
     val_size: float = _f(0.0, "Validation split: a fraction (<1) or a row count (>=1) taken from `dataset`.")
     dataset_format: str = _f("auto", "Row format; auto-detected from the columns.", FORMATS)

@@ -51,6 +51,32 @@ def test_invalid_utf8_names_line_and_offset(tmp_path, name, content):
         "(Excel: Save As 'CSV UTF-8'; or iconv -f cp1252 -t utf-8 FILE)")
 
 
+def test_korean_excel_csv_is_named_cp949(tmp_path):
+    """Excel on Korean Windows saves CSV as cp949: the fix names that encoding, not cp1252."""
+    (tmp_path / "ko.csv").write_bytes("instruction,output\n질문,답변\n".encode("cp949"))
+    assert error_of(tmp_path / "ko.csv").endswith("iconv -f cp949 -t utf-8 FILE)")
+
+
+def test_semicolon_and_tab_separated_files_are_read(tmp_path):
+    """Excel writes ';' between columns where ',' is the decimal mark (most of Europe); .tsv files use tabs."""
+    (tmp_path / "eu.csv").write_text("instruction;output\nQ, with a comma;A\n", encoding="utf-8")
+    (tmp_path / "t.tsv").write_text("instruction\toutput\nQ;1,5\tA\n", encoding="utf-8")
+    (tmp_path / "plain.csv").write_text('instruction,output\n"Q; still one cell",A\n', encoding="utf-8")
+    assert [obj for _, obj in read_rows(str(tmp_path / "eu.csv"))] == [{"instruction": "Q, with a comma",
+                                                                        "output": "A"}]
+    assert [obj for _, obj in read_rows(str(tmp_path / "t.tsv"))] == [{"instruction": "Q;1,5", "output": "A"}]
+    assert [obj for _, obj in read_rows(str(tmp_path / "plain.csv"))] == [{"instruction": "Q; still one cell",
+                                                                           "output": "A"}]
+
+
+@pytest.mark.parametrize("name", ["data.xlsx", "data.xls", "data.ods"])
+def test_spreadsheets_by_name_say_how_to_save_csv(tmp_path, name):
+    (tmp_path / name).write_bytes(b"PK\x03\x04 not read")
+    message = error_of(tmp_path / name)
+    assert message.startswith(f"{tmp_path / name}: a") and "Save As 'CSV UTF-8'" in message
+    assert message.endswith("give the .csv")
+
+
 def test_utf16_and_nul_bytes_are_not_text(tmp_path):
     (tmp_path / "u16.csv").write_bytes("instruction,output\nQ,A\n".encode("utf-16"))
     assert error_of(tmp_path / "u16.csv").startswith(f"{tmp_path / 'u16.csv'}: the file is UTF-16 text; save")
@@ -105,7 +131,7 @@ def test_fifo_is_refused_instead_of_blocking(tmp_path):
 
 def test_folder_entries(tmp_path):
     (tmp_path / "empty.jsonl").mkdir()  # a folder named like a file, in a dataset list
-    assert error_of(tmp_path / "empty.jsonl") == (f"{tmp_path / 'empty.jsonl'}: no .json, .jsonl, .csv, .parquet, "
+    assert error_of(tmp_path / "empty.jsonl") == (f"{tmp_path / 'empty.jsonl'}: no .json, .jsonl, .csv, .tsv, .parquet, "
                                                   ".txt files in this folder")
     folder = tmp_path / "data"
     folder.mkdir()

@@ -24,11 +24,14 @@ Row = tuple[str, dict[str, Any]]
 # Python's default csv cell limit is 128 KiB; a real dataset may hold whole documents in one cell. 2**31 - 1 is the
 # largest value every platform's C long accepts, and a cell can never be bigger than the file we already hold.
 CSV_FIELD_LIMIT = 2**31 - 1
-TO_UTF8 = "save the file as UTF-8 (Excel: Save As 'CSV UTF-8'; or iconv -f cp1252 -t utf-8 FILE)"
+EXCEL_CSV = "in Excel use Save As 'CSV UTF-8'"
+# Spreadsheet files by name: what to do instead.
+SPREADSHEETS = {".xlsx": "an Excel workbook", ".xls": "an old Excel workbook", ".ods": "a LibreOffice spreadsheet",
+                ".numbers": "a Numbers spreadsheet"}
 # Binary files that users rename or mislabel, recognised by their first bytes, and what to do instead.
 MAGIC = (
-    (b"PK\x03\x04", "a zip archive (an Excel .xlsx?), not text; in Excel use Save As 'CSV UTF-8', or unzip it"),
-    (b"\xd0\xcf\x11\xe0", "an old Excel .xls (or other Office) file, not text; in Excel use Save As 'CSV UTF-8'"),
+    (b"PK\x03\x04", f"a zip archive (an Excel .xlsx?), not text; {EXCEL_CSV}, or unzip it"),
+    (b"\xd0\xcf\x11\xe0", f"an old Excel .xls (or other Office) file, not text; {EXCEL_CSV}"),
     (b"PAR1", "a parquet file, not text; rename it to .parquet"),
     (b"\x1f\x8b", "gzip-compressed; decompress it first (gunzip FILE)"),
 )
@@ -36,6 +39,14 @@ MAGIC = (
 ROW_KEYS = {"instruction", "prompt", "question", "input", "context", "output", "response", "completion", "answer",
             "system", "history", "conversations", "conversation", "messages", "chosen", "rejected", "text"}
 _DECODER = json.JSONDecoder()
+_noted: set[str] = set()
+
+
+def _note(message: str) -> None:
+    """Say how a file was read once per process (doctor reads its first file twice: all rows, then the first few)."""
+    if message not in _noted:
+        _noted.add(message)
+        log.info(message)
 
 
 def read_file(path: Path) -> list[Row]:
@@ -43,9 +54,12 @@ def read_file(path: Path) -> list[Row]:
     if suffix == ".parquet":
         return _read_parquet(path)
     readers: dict[str, Callable[[Path, str], list[Row]]] = {
-        ".jsonl": _read_json, ".json": _read_json, ".csv": _read_csv, ".txt": _read_text}
+        ".jsonl": _read_json, ".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv, ".txt": _read_text}
+    if suffix in SPREADSHEETS:
+        raise DataError(f"{path}: {SPREADSHEETS[suffix]}, not a data file tunesmith reads; {EXCEL_CSV} (or "
+                        "File > Export as CSV, UTF-8) and give the .csv")
     if suffix not in readers:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .csv, .parquet or .txt")
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .csv, .tsv, .parquet or .txt")
     return readers[suffix](path, _decode(path, _read_bytes(path)))
 
 
@@ -69,7 +83,7 @@ def _decode(path: Path, data: bytes) -> str:
         if data.startswith(magic):
             raise DataError(f"{path}: this is {what}")
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(f"{path}: the file is UTF-16 text; {TO_UTF8}")
+        raise DataError(f"{path}: the file is UTF-16 text; {_to_utf8(b'')}")
     skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
         text = data[skip:].decode("utf-8")
@@ -77,12 +91,23 @@ def _decode(path: Path, data: bytes) -> str:
         at = skip + e.start
         line = data.count(b"\n", 0, at) + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[at]:02x} at byte offset {at}); "
-                        f"{TO_UTF8}") from None
+                        f"{_to_utf8(data)}") from None
     nul = text.find("\0")
     if nul >= 0:  # valid UTF-8 but binary, or UTF-16 without a byte-order mark: never text to train on
         raise DataError(f"{path}:{text.count(chr(10), 0, nul) + 1}: contains NUL bytes, so it is binary or UTF-16, "
-                        f"not UTF-8 text; {TO_UTF8}")
+                        f"not UTF-8 text; {_to_utf8(b'')}")
     return text
+
+
+def _to_utf8(data: bytes) -> str:
+    """How to re-save a file as UTF-8, naming the encoding it most likely has: Korean Windows (Excel's CSV)
+    writes cp949; western European Windows cp1252."""
+    try:
+        korean = any("\uac00" <= ch <= "\ud7a3" for ch in data.decode("cp949"))
+    except UnicodeDecodeError:
+        korean = False
+    legacy = "cp949" if korean else "cp1252"
+    return f"save the file as UTF-8 (Excel: Save As 'CSV UTF-8'; or iconv -f {legacy} -t utf-8 FILE)"
 
 
 class _Lines:
@@ -183,7 +208,7 @@ def _unwrap(path: Path, text: str, start: int, rows: list[Row], lines: _Lines) -
                         "each hold a list of rows; keep only the list to train on, or save each as its own file")
     if not lists:
         return rows
-    log.info("%s: one JSON object; reading the rows from its '%s' list", path, lists[0])
+    _note(f"{path}: one JSON object; reading the rows from its '{lists[0]}' list")
     pos = text.index("{", start) + 1  # walk the members to where that list starts, so its rows keep their lines
     while True:
         key, pos = _DECODER.raw_decode(text, _skip(text, pos, " \t\r\n,"))
@@ -215,12 +240,14 @@ def _read_csv(path: Path, text: str) -> list[Row]:
     rows: list[Row] = []
     done = 0  # the last line of the last complete row (0: the header is not read yet)
     old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    delimiter = _delimiter(path, text)
     # strict: a quote left open fails at the end of the file instead of silently swallowing every later row.
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     try:
         for obj in reader:
             if None in obj:
-                raise DataError(f"{path}:{reader.line_num}: more fields than the header has; quote fields with commas")
+                raise DataError(f"{path}:{reader.line_num}: more fields than the header has; quote "
+                                "fields that contain the separator")
             rows.append((f"{path}:{reader.line_num}", obj))
             done = reader.line_num
     except csv.Error as e:
@@ -235,6 +262,20 @@ def _read_csv(path: Path, text: str) -> list[Row]:
         raise DataError(f"{path}:1: only the header line {_short_list(reader.fieldnames)} and no rows; the first line "
                         "of a CSV is always the header (e.g. instruction,output): add it, or add rows below it")
     return rows
+
+
+def _delimiter(path: Path, text: str) -> str:
+    """Tabs in a .tsv; in a .csv, commas unless the header has none but has semicolons (Excel's CSV where the decimal
+    mark is a comma, as in most of Europe) or tabs."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    header = text.split("\n", 1)[0]
+    if "," not in header:
+        for other, name in ((";", "semicolons"), ("\t", "tabs")):
+            if other in header:
+                _note(f"{path}: columns separated by {name}")
+                return other
+    return ","
 
 
 def _short_list(names: list[str]) -> str:
