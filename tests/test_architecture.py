@@ -20,13 +20,14 @@ ALLOWED = {
     "webserver": {"errors"},  # uvicorn in a thread, for serve and the Web UI
     "kernel_caches": set(),  # the bound on torch's CPU kernel caches, set by every process that trains or decodes
     "extras": {"errors"},
-    "offline": set(),  # hub ids when the hub cannot be reached: for model and dataset ids and hub uploads
-    "data": {"errors", "offline"},
+    "once": set(),  # log lines said once per process
+    "offline": {"once"},  # hub ids when the hub cannot be reached: for model and dataset ids and hub uploads
+    "data": {"errors", "offline", "once"},
     "model": {"errors", "extras", "data", "registry", "offline"},
     "stages": {"errors", "data", "model", "registry"},
-    "llamafactory": {"errors", "data"},  # LLaMA-Factory's YAML and dataset_info.json, read for config
+    "llamafactory": {"errors", "data", "once"},  # LLaMA-Factory's YAML and dataset_info.json, read for config
     "config": {"errors", "data", "model", "stages", "llamafactory"},  # + the template, method and stage names
-    "run": {"errors", "config", "model"},
+    "run": {"errors", "config", "model", "llamafactory"},  # a config file named as a model
     "infer": {"errors", "data", "model", "stages", "run", "kernel_caches"},
     "train": {"errors", "extras", "config", "data", "model", "stages", "run", "kernel_caches"},
     "evaluate": {"errors", "extras", "data", "model", "stages", "run", "infer"},

@@ -12,7 +12,7 @@ import yaml
 
 from tests.conftest import QA, run_cli
 from tunesmith.config import load_config
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, TunesmithError
 
 # The shape of LLaMA-Factory's examples/train_lora/*_lora_sft.yaml (written here, not copied).
 LF_SFT = {
@@ -159,3 +159,44 @@ def test_tunesmith_train_runs_a_llamafactory_config(lf_folder, tiny_model_dir):
     saved = yaml.safe_load((lf_folder / "run" / "config.yaml").read_text())  # tunesmith's own keys: re-runnable
     assert saved["method"] == "lora" and saved["lora_target"] == "all-linear" and saved["warmup_ratio"] == 0.1
     assert load_config(lf_folder / "run" / "config.yaml").dataset == saved["dataset"]
+    # then LLaMA-Factory's inference and merge YAMLs (`llamafactory-cli chat|export`) name that adapter
+    (lf_folder / "infer.yaml").write_text(f"model_name_or_path: {tiny_model_dir}\nadapter_name_or_path: run\n"
+                                          "template: chatml\ninfer_backend: huggingface\n")
+    chat = run_cli("chat", "infer.yaml", "--prompt", "Hi", "--temperature", "0", "--max-new-tokens", "3",
+                   cwd=lf_folder)
+    assert chat.returncode == 0, chat.stderr  # (a random tiny model may well answer with nothing visible)
+    assert "tunesmith chooses infer_backend, template itself" in chat.stderr
+    (lf_folder / "merge.yaml").write_text(f"model_name_or_path: {tiny_model_dir}\nadapter_name_or_path: run\n"
+                                          "export_dir: merged\nexport_size: 1\nexport_device: cpu\n")
+    export = run_cli("export", "merge.yaml", cwd=lf_folder)
+    assert export.returncode == 0, export.stderr
+    assert (lf_folder / "merged" / "model.safetensors").is_file()
+
+
+def test_config_files_named_as_models(lf_folder, tmp_path):
+    """A LLaMA-Factory inference YAML opens its adapter on its base; a training config opens the run it trains."""
+    from tunesmith.run import RunDir
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "infer.yaml").write_text(f"model_name_or_path: org/base\nadapter_name_or_path: {tmp_path / 'adapter'}\n")
+    run = RunDir.open(str(tmp_path / "infer.yaml"))
+    assert run.path == tmp_path / "adapter" and run.base_override == "org/base"
+    assert RunDir.open(str(tmp_path / "infer.yaml"), base="other/base").base_override == "other/base"
+    (tmp_path / "two.yaml").write_text("model_name_or_path: org/base\nadapter_name_or_path: a,b\n")
+    with pytest.raises(ConfigError, match="one adapter folder"):
+        RunDir.open(str(tmp_path / "two.yaml"))
+    (tmp_path / "saves").mkdir()
+    trained = lf_yaml(lf_folder, output_dir=str(tmp_path / "saves"))
+    assert RunDir.open(str(trained)).path == tmp_path / "saves"
+    with pytest.raises(TunesmithError, match="does not exist yet; train it first"):
+        RunDir.open(str(lf_yaml(lf_folder, output_dir=str(tmp_path / "never"))))
+
+
+def test_merge_yaml_export_keys_become_export_options(tmp_path):
+    from tunesmith.llamafactory import export_settings
+
+    (tmp_path / "merge.yaml").write_text("model_name_or_path: m\nadapter_name_or_path: a\nexport_dir: out\n"
+                                         "export_size: 2\nexport_quantization_bit: 4\nexport_hub_model_id: me/x\n")
+    assert export_settings(tmp_path / "merge.yaml") == {"out": "out", "max_shard_size": "2GB", "bits": 4,
+                                                        "push_to_hub": "me/x"}
+    assert export_settings(tmp_path / "runs") == {}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError
+from tunesmith.once import log_once
 
 log = logging.getLogger("tunesmith")
 
@@ -131,7 +132,7 @@ def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
     dropped = sorted(k for k in data if k in NOT_NEEDED)
     if dropped:
         notes.append(f"not needed here: {', '.join(f'{k} ({NOT_NEEDED[k]})' for k in dropped)}")
-    log.info("%s: read as a LLaMA-Factory config%s", path, f" ({'; '.join(notes)})" if notes else "")
+    log_once(log, f"{path}: read as a LLaMA-Factory config" + (f" ({'; '.join(notes)})" if notes else ""))
     return out, came_from
 
 
@@ -251,3 +252,50 @@ def _entry(name: str, entry: Any, folder: Path, where: str, stage: str) -> tuple
             columns[canonical] = column
     fmt = "preference" if entry.get("ranking") else ("openai" if openai else "sharegpt") if sharegpt else None
     return source, columns, fmt
+
+
+# --- inference and merge configs (`llamafactory-cli chat|api|export X.yaml`) ---------------------------------------
+
+INFERENCE_USED = {"model_name_or_path", "adapter_name_or_path", "export_dir", "export_size", "export_hub_model_id",
+                  "export_quantization_bit"}
+
+
+def read_yaml(path: Path) -> dict | None:
+    """A YAML file's top-level mapping, or None when it is not one (the caller's own reader then says why)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def model_reference(path: Path) -> tuple[str, str | None] | None:
+    """For a LLaMA-Factory inference or merge YAML: (what to open, its base model when that is an adapter); None for
+    any other file. Decoding settings (template, infer_backend, dtypes) are tunesmith's own choice: said in a log line."""
+    data = read_yaml(path)
+    if data is None or "model_name_or_path" not in data or "stage" in data or "dataset" in data:
+        return None
+    model, adapters = data.get("model_name_or_path"), data.get("adapter_name_or_path")
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"{path}: model_name_or_path must name a model (a folder or hub id)")
+    if adapters is not None and (not isinstance(adapters, str) or "," in adapters):
+        raise ConfigError(f"{path}: adapter_name_or_path must be one adapter folder (tunesmith applies one adapter "
+                          "per model; merge the others first)")
+    unused = sorted(k for k in data if k not in INFERENCE_USED)
+    log_once(log, f"{path}: read as a LLaMA-Factory config: {adapters or model}"
+                  + (f" (tunesmith chooses {', '.join(unused)} itself)" if unused else ""))
+    return (adapters, model) if adapters else (model, None)
+
+
+def export_settings(path: Path) -> dict[str, Any]:
+    """A LLaMA-Factory merge YAML's export_* keys as `tunesmith export` options (out, max_shard_size, bits,
+    push_to_hub); {} for any other file."""
+    data = read_yaml(path) if path.suffix.lower() in (".yaml", ".yml") else None
+    if not data or "model_name_or_path" not in data:
+        return {}
+    size = data.get("export_size")
+    settings = {"out": data.get("export_dir"), "max_shard_size": f"{size}GB" if size else None,
+                "bits": data.get("export_quantization_bit"), "push_to_hub": data.get("export_hub_model_id")}
+    return {k: v for k, v in settings.items() if v is not None}

@@ -17,11 +17,12 @@ import time
 import urllib.request
 from urllib.parse import urlparse
 
+from tunesmith.once import log_once
+
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 3.0  # a reachable hub answers a TCP connection in well under a second
 RECHECK_SECONDS = 30.0  # a long-lived process (the Web UI, serve) notices a network that came or went
 _last_probe: tuple[float, bool] | None = None  # (when, answer)
-_reported: set[tuple[str, str]] = set()  # a run reads its dataset and model more than once: one log line each
 
 
 def cached_if_offline(repo_id: str, repo_type: str = "model") -> str | None:
@@ -35,9 +36,7 @@ def cached_if_offline(repo_id: str, repo_type: str = "model") -> str | None:
         folder = snapshot_download(repo_id, repo_type=repo_type, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached, or not a valid id: either way nothing here to load
         return None
-    if (repo_id, repo_type) not in _reported:
-        _reported.add((repo_id, repo_type))
-        log.info("%s: the hub cannot be reached; using the cached copy in %s", repo_id, folder)
+    log_once(log, f"{repo_id}: the hub cannot be reached; using the cached copy in {folder}")
     return folder
 
 

@@ -163,6 +163,22 @@ def clear_results(folder: str | Path) -> None:
             path.unlink(missing_ok=True)
 
 
+def model_of_config(path: Path) -> tuple[str, str | None]:
+    """A config file named as a model: a LLaMA-Factory inference/merge YAML names its model (and adapter); a training
+    config, tunesmith's or LLaMA-Factory's, means the run it trains into (its output_dir)."""
+    from tunesmith import llamafactory
+    from tunesmith.config import load_config
+
+    reference = llamafactory.model_reference(path)
+    if reference is not None:
+        return reference
+    output_dir = load_config(path).output_dir
+    if not Path(output_dir).expanduser().is_dir():
+        raise RunError(f"{path}: a training config whose run ({output_dir}) does not exist yet; train it first: "
+                       f"tunesmith train {path}")
+    return output_dir, None
+
+
 # --- opening anything a user names as a model --------------------------------------------------------------------
 
 class RunDir:
@@ -176,6 +192,9 @@ class RunDir:
     @classmethod
     def open(cls, spec: str | Path | None, base: str | None = None) -> "RunDir":
         spec = None if spec in (None, "", EMBEDDED) else str(spec)
+        if spec is not None and spec.lower().endswith((".yaml", ".yml")) and Path(spec).expanduser().is_file():
+            spec, config_base = model_of_config(Path(spec).expanduser())
+            base = base or config_base
         path = Path(spec).expanduser() if spec is not None else None
         return cls(spec, path if path is not None and path.is_dir() else None, base)
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from tunesmith.errors import ConfigError
     from tunesmith.export import export_run
     from tunesmith.export.merge import human
+    from tunesmith.llamafactory import export_settings
 
-    result = export_run(args.run_dir, args.out, fmt=args.format, quant=args.quant, bits=args.bits,
-                        max_shard_size=args.max_shard_size, push_to_hub=args.push_to_hub, public=args.public,
-                        base=args.base)
+    # A LLaMA-Factory merge YAML brings export_dir, export_size, ...; what the command line says wins.
+    given = {key: getattr(args, key) for key in ("out", "max_shard_size", "bits", "push_to_hub")}
+    options = export_settings(Path(args.run_dir)) | {k: v for k, v in given.items() if v is not None}
+    if not options.get("out"):
+        raise ConfigError("export: --out DIR is required (the new folder for the export)")
+    result = export_run(args.run_dir, options["out"], fmt=args.format, quant=args.quant, bits=options.get("bits"),
+                        max_shard_size=options.get("max_shard_size"), push_to_hub=options.get("push_to_hub"),
+                        public=args.public, base=args.base)
     for path in result.files:
         print(f"{path}  ({human(path.stat().st_size)})")
     if result.gguf is not None:
@@ -29,8 +37,9 @@ def export_parser(sub) -> None:
     p = sub.add_parser("export", help="merge a run into one model: safetensors, 4/8-bit, or GGUF + Ollama Modelfile",
                        description="tunesmith export RUN_DIR --out DIR [--format hf|gguf] [--quant ...] [--bits 4|8] "
                                    "[--max-shard-size 500MB] [--push-to-hub user/name [--public]]")
-    p.add_argument("run_dir", help="output_dir of a finished `tunesmith train`")
-    p.add_argument("--out", required=True, help="new folder for the export")
+    p.add_argument("run_dir", help="output_dir of a finished `tunesmith train` (or its config; or a LLaMA-Factory "
+                                    "merge YAML, whose export_dir, export_size, ... apply)")
+    p.add_argument("--out", default=None, help="new folder for the export")
     p.add_argument("--format", choices=list(EXPORTERS), default=None,
                    help="hf: safetensors for transformers (default); gguf: llama.cpp/Ollama (default with --quant)")
     p.add_argument("--quant", choices=GGUF_QUANTS, default=None,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import DataError
+from tunesmith.once import log_once
 
 log = logging.getLogger(__name__)
 Row = tuple[str, dict[str, Any]]
@@ -39,14 +40,6 @@ MAGIC = (
 ROW_KEYS = {"instruction", "prompt", "question", "input", "context", "output", "response", "completion", "answer",
             "system", "history", "conversations", "conversation", "messages", "chosen", "rejected", "text"}
 _DECODER = json.JSONDecoder()
-_noted: set[str] = set()
-
-
-def _note(message: str) -> None:
-    """Say how a file was read once per process (doctor reads its first file twice: all rows, then the first few)."""
-    if message not in _noted:
-        _noted.add(message)
-        log.info(message)
 
 
 def read_file(path: Path) -> list[Row]:
@@ -208,7 +201,7 @@ def _unwrap(path: Path, text: str, start: int, rows: list[Row], lines: _Lines) -
                         "each hold a list of rows; keep only the list to train on, or save each as its own file")
     if not lists:
         return rows
-    _note(f"{path}: one JSON object; reading the rows from its '{lists[0]}' list")
+    log_once(log, f"{path}: one JSON object; reading the rows from its '{lists[0]}' list")
     pos = text.index("{", start) + 1  # walk the members to where that list starts, so its rows keep their lines
     while True:
         key, pos = _DECODER.raw_decode(text, _skip(text, pos, " \t\r\n,"))
@@ -273,7 +266,7 @@ def _delimiter(path: Path, text: str) -> str:
     if "," not in header:
         for other, name in ((";", "semicolons"), ("\t", "tabs")):
             if other in header:
-                _note(f"{path}: columns separated by {name}")
+                log_once(log, f"{path}: columns separated by {name}")
                 return other
     return ","
 
