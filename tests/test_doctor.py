@@ -39,7 +39,7 @@ def test_the_quickstart_gets_a_clean_bill():
     assert report.exit_code == 0, to_text(report)
     assert {f.check: f.status for f in report.findings} == {
         "end of turn": OK, "PAD and EOS": NOTE, "BOS": OK, "saved template": OK, "cutoff_len": OK, "answers": OK,
-        "train / validation": OK, "memory": OK}  # SmolLM2 pads with its end-of-turn token: a note, not a problem
+        "placeholders": OK, "train / validation": OK, "memory": OK}  # SmolLM2 pads with its end-of-turn token: a note, not a problem
     assert "all 279 answers end with '<|im_end|>'" in finding(report, "end of turn").verdict
     # The rows are shown as training encodes them: the answer and its end-of-turn token are the trained part.
     first = report.rows[0]
@@ -114,6 +114,22 @@ def test_repeated_rows_and_validation_rows_seen_in_training(tiny_model_dir, tmp_
     assert "2 rows repeat another row exactly" in finding(report, "answers").verdict
     overlap = finding(report, "train / validation")
     assert overlap.status == PROBLEM and overlap.verdict.startswith("2 of 3 validation rows (val_dataset)")
+
+
+def test_unfilled_placeholders_in_answers_are_found(tiny_model_dir, tmp_path):
+    """LLaMA-Factory's identity.json ships with {{name}} and {{author}} to replace; left in, the model says them."""
+    rows = [{"instruction": q, "output": a} for q, a in QA]
+    rows += [{"instruction": "Who are you?", "output": "I am {{name}}, made by {{ author }}."},
+             {"instruction": "Your name?", "output": "My name is {{name}}."},
+             {"instruction": "Show a Jinja loop", "output": "```\n{% for x in xs %}{{x}}{% endfor %}\n```"}]
+    data = write_jsonl(tmp_path / "identity.jsonl", rows)
+    found = finding(doctor(load_config(None, [f"model={tiny_model_dir}", f"dataset={data}"]), rows=0),
+                    "placeholders")
+    assert found.status == PROBLEM and found.verdict.startswith(f"2 of {len(rows)} rows have unfilled placeholders")
+    assert "{{name}} (2 rows), {{author}} (1 rows)" in found.verdict and "identity.json" in found.fix
+    clean = write_jsonl(tmp_path / "clean.jsonl", rows[:-3] + rows[-1:])  # template code in a code block is content
+    assert finding(doctor(load_config(None, [f"model={tiny_model_dir}", f"dataset={clean}"]), rows=0),
+                   "placeholders").status == OK
 
 
 def test_memory_counts_what_trains_and_says_when_it_does_not_fit(tiny_model_dir, tmp_path, monkeypatch):

@@ -1,9 +1,11 @@
 """The checks of the course's "it does not work" list that can run before training: the end-of-turn token, PAD and
-EOS, BOS, the template chat will use, the `cutoff_len` cut, the answers themselves, and train/validation overlap.
+EOS, BOS, the template chat will use, the `cutoff_len` cut, the answers themselves (empty, repeated, unfilled
+placeholders), and train/validation overlap.
 Each returns a Finding with a verdict in numbers and, where something is off, the fix."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections import Counter
 
@@ -14,6 +16,7 @@ from tunesmith.doctor.report import NOTE, OK, PROBLEM, Finding
 from tunesmith.doctor.rows import Encoded
 
 PROBE = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")  # {{name}}: a slot of a template meant to be filled
 
 
 def _spans(example) -> list[list[int]]:
@@ -188,6 +191,32 @@ def answers(items: list) -> Finding:
         return Finding("answers", NOTE, f"{count} of {len(replies)} answers are the same text: {common[:60]!r}",
                        "fine if intended (a refusal, a fixed reply); otherwise the model learns to say it often")
     return Finding("answers", OK, f"{len(replies) or len(items)} answers, none empty, no repeated rows")
+
+
+def _answer_texts(item) -> list[str]:
+    if isinstance(item, Document):
+        return [item.text]
+    if isinstance(item, Preference):
+        return [item.chosen, item.rejected]
+    return [m["content"] for m in item.messages if m["role"] == "assistant"]
+
+
+def placeholders(items: list) -> Finding:
+    """Template slots left unfilled in the answers, like {{name}} and {{author}} in LLaMA-Factory's identity.json:
+    the model would learn to say them. Answers with a code block are skipped (templates as code are content)."""
+    found: Counter = Counter()
+    rows = 0
+    for item in items:
+        names = {name for text in _answer_texts(item) if "```" not in text for name in PLACEHOLDER.findall(text)}
+        rows += bool(names)
+        found.update(names)
+    if rows < 2:  # one row may quote a template on purpose; a dataset of slots is a recipe not yet filled in
+        return Finding("placeholders", OK, "no unfilled {{...}} placeholders in the answers")
+    listed = ", ".join(f"{{{{{name}}}}} ({count} rows)" for name, count in found.most_common(4))
+    return Finding("placeholders", PROBLEM, f"{rows} of {len(items)} rows have unfilled placeholders in their "
+                   f"answers: {listed}", "replace them with the real text before training (LLaMA-Factory's "
+                   "identity.json is meant to be edited: sed -i 's/{{name}}/YourBot/g; s/{{author}}/You/g' FILE); "
+                   "the model would learn to say them as they are")
 
 
 def overlap(train: list, val: list, spec) -> Finding:

@@ -54,7 +54,8 @@ def doctor(cfg, rows: int = 3, memory: bool = True) -> Report:
             checks.saved_template(template, tokenizer, splits.train),
             checks.cutoff(encoded, cfg.cutoff_len, documents),
         ]
-    report.findings += [checks.answers(splits.train), checks.overlap(splits.train, splits.val, spec)]
+    report.findings += [checks.answers(splits.train), checks.placeholders(splits.train),
+                        checks.overlap(splits.train, splits.val, spec)]
     if holds_no_weights(source) and not cfg.train_from_scratch:
         report.findings.append(Finding("model", PROBLEM, NO_WEIGHTS, NO_WEIGHTS_FIX))
     try:
