@@ -72,6 +72,7 @@ def test_a_llamafactory_sft_config_becomes_tunesmiths(lf_folder, caplog):
     [said] = [r.getMessage() for r in caplog.records if "LLaMA-Factory" in r.getMessage()]
     for dropped in ("plot_loss", "report_to", "preprocessing_num_workers", "ddp_timeout", "trust_remote_code"):
         assert dropped in said
+    assert "max_samples counts the datasets together here" in said
 
 
 @pytest.mark.parametrize("changes, expected", [

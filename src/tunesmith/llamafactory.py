@@ -129,6 +129,8 @@ def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
                 out["columns"] = columns
             if fmt:
                 out["dataset_format"] = fmt
+    if data.get("max_samples") and isinstance(out.get("dataset"), list):
+        notes.append("max_samples counts the datasets together here; LLaMA-Factory counts each")
     dropped = sorted(k for k in data if k in NOT_NEEDED)
     if dropped:
         notes.append(f"not needed here: {', '.join(f'{k} ({NOT_NEEDED[k]})' for k in dropped)}")
