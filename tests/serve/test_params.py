@@ -128,6 +128,8 @@ def test_legacy_completion_fields(server):
         assert r.status_code == 400 and r.json()["error"]["param"] == field
     r = httpx.post(url, json={"model": "tiny", "prompt": ["a", "b"]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    r = httpx.post(url, json={"model": "tiny", "prompt": "word " * 600})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt" and "context length" in r.text
     r = httpx.post(url, json={"model": "tiny", "prompt": "Hi", "max_tokens": 2, "echo": False, "best_of": 1,
                               "user": "someone", "metadata": {"k": "v"}, "tools": None})
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
@@ -192,6 +194,7 @@ def test_responses_api_streams_numbered_events_that_add_up(client):
     ({"input": [{"type": "function_call_output", "call_id": "1", "output": "x"}]}, "input[0]"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content"),
     ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+    ({"input": "word " * 600}, "input"),  # past the tiny model's 512-token context
 ])
 def test_responses_api_refuses_what_it_cannot_honour_by_name(client, extra, param):
     with pytest.raises(openai.BadRequestError) as caught:

@@ -109,17 +109,16 @@ def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Li
         body = parse_json(raw)
         completion = responses_api.parse(body) if kind == "responses" else request_params.parse(body, kind)
         name, loaded = model_of(models, completion.model)
-        where = "input" if kind == "responses" else "messages"
         try:
             ids = (loaded.encode_text(completion.prompt) if completion.messages is None
                    else loaded.encode_chat(completion.messages))
         except (ValueError, TypeError, LookupError) as e:  # jinja2's TemplateError is a plain Exception subclass
             raise ApiError(400, f"The model's chat template refused these messages: {e}", "invalid_messages",
-                           where) from None
+                           completion.prompt_field) from None
         except Exception as e:
             if type(e).__module__.startswith("jinja2"):
                 raise ApiError(400, f"The model's chat template refused these messages: {e}", "invalid_messages",
-                               where) from None
+                               completion.prompt_field) from None
             raise
         return name, loaded, completion, ids
 
@@ -219,8 +218,9 @@ def choices(completion, loaded, ids: list[int]) -> list[Request]:
     """One engine request per choice (n); choice i of a seeded request draws with seed + i."""
     room = loaded.context_length - len(ids)
     if room <= 0:
-        raise ApiError(400, f"This model's maximum context length is {loaded.context_length} tokens; the prompt has "
-                       f"{len(ids)}. Shorten the prompt.", "context_length_exceeded", "messages")
+        raise ApiError(400, f"This model's maximum context length is {loaded.context_length} tokens; "
+                       f"'{completion.prompt_field}' comes to {len(ids)}. Shorten it.", "context_length_exceeded",
+                       completion.prompt_field)
     requests = []
     for i in range(completion.n):
         params = dataclasses.replace(completion.params, stop=list(completion.params.stop),

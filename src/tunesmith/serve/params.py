@@ -41,6 +41,11 @@ class Completion:
     include_usage: bool
     echo: dict | None = None  # what a Responses API answer repeats from its request
 
+    @property
+    def prompt_field(self) -> str:
+        """The request field that holds the prompt, named in errors about it."""
+        return "input" if self.echo is not None else "messages" if self.messages is not None else "prompt"
+
 
 def parse(body: dict[str, Any], kind: str) -> Completion:
     refuse_unknown(body, CHAT_FIELDS if kind == "chat" else TEXT_FIELDS)
