@@ -83,6 +83,8 @@ def test_responses_api_and_model_lookup(client, server):
         client.models.retrieve("no-such-model")
     with pytest.raises(openai.NotFoundError, match="/v1/responses"):
         client.embeddings.create(model=model, input="hi")
+    with pytest.raises(openai.NotFoundError, match="stores none"):
+        client.responses.retrieve(r.id)
 
 
 def test_concurrent_requests_all_succeed(client):

@@ -178,6 +178,11 @@ def create_app(models: dict, api_keys: list[str] | str | None = None, limits: Li
     async def responses(http: HttpRequest):
         return await complete(http, "responses")
 
+    @app.api_route("/v1/responses/{rid:path}", methods=["GET", "DELETE", "POST"])
+    async def stored_response(rid: str):
+        raise ApiError(404, f"No response '{rid}' is stored here: this server stores none (\"store\": false). Keep the "
+                       "output you received, and send the whole conversation as 'input'.", "not_found")
+
     return Guard(app, keys, metrics, limits.max_body_bytes, limits.body_timeout_s)
 
 
