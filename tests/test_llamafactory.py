@@ -73,9 +73,14 @@ def test_a_llamafactory_sft_config_becomes_tunesmiths(lf_folder, caplog):
     for dropped in ("plot_loss", "report_to", "preprocessing_num_workers", "ddp_timeout", "trust_remote_code"):
         assert dropped in said
     assert "max_samples counts the datasets together here" in said
+    assert "LLaMA-Factory's defaults for keys it leaves out: lora_alpha=16" in said and cfg.lora_alpha == 16
 
 
 @pytest.mark.parametrize("changes, expected", [
+    ({"lora_rank": ..., "cutoff_len": ..., "learning_rate": ..., "lr_scheduler_type": ...},  # left out: as there
+     {"lora_rank": 8, "lora_alpha": 16, "cutoff_len": 2048, "learning_rate": 5e-5, "lr_scheduler": "linear"}),
+    ({"lora_rank": 32}, {"lora_alpha": 64}),
+    ({"lora_rank": 32, "lora_alpha": 8}, {"lora_alpha": 8}),
     ({"quantization_bit": 4}, {"method": "qlora", "quantization_bit": 4}),
     ({"use_dora": True}, {"method": "dora"}),
     ({"finetuning_type": "freeze", "freeze_trainable_layers": 3}, {"method": "freeze", "freeze_layers": 3}),

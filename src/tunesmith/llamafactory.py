@@ -48,6 +48,10 @@ NOT_NEEDED = {
     "tokenized_path": "rows are tokenized in each run, in seconds", "use_reentrant_gc": "gradient_checkpointing decides",
     "gradient_checkpointing_kwargs": "gradient_checkpointing decides",
 }
+# Where LLaMA-Factory (or transformers' TrainingArguments under it) and tunesmith default differently, a config that
+# leaves the key out gets LLaMA-Factory's value: the same run as there. (lora_alpha: lora_rank x 2, set below.)
+DEFAULTS = {"lora_rank": 8, "cutoff_len": 2048, "learning_rate": 5e-5, "per_device_batch_size": 8,
+            "gradient_accumulation_steps": 1, "lr_scheduler": "linear"}
 MEDIA = ("image", "video", "audio", "vision", "multi_modal")  # in the keys of multimodal training
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")  # transformers' names, tunesmith's too
 OPTIMIZERS = {"adamw_torch": "adamw", "adamw_torch_fused": "adamw", "adamw_hf": "adamw", "adamw_8bit": "adamw_8bit",
@@ -91,6 +95,10 @@ def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
             raise ConfigError(f"{where(key)}LLaMA-Factory key '{key}' has no tunesmith counterpart; remove it "
                               "(`tunesmith train --help` lists the keys)")
     _refuse_what_cannot_be_honoured(data, where)
+    defaulted = {key: value for key, value in DEFAULTS.items() if key not in out}
+    out |= defaulted
+    if "lora_alpha" not in out and isinstance(out["lora_rank"], int):  # (a rank that is no integer: config says)
+        out["lora_alpha"] = defaulted["lora_alpha"] = 2 * out["lora_rank"]
     method = _method(data, where)
     if method:
         put("method", method, "finetuning_type")
@@ -129,6 +137,9 @@ def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
                 out["columns"] = columns
             if fmt:
                 out["dataset_format"] = fmt
+    if defaulted:
+        notes.append("LLaMA-Factory's defaults for keys it leaves out: "
+                     + ", ".join(f"{key}={value}" for key, value in defaulted.items()))
     if data.get("max_samples") and isinstance(out.get("dataset"), list):
         notes.append("max_samples counts the datasets together here; LLaMA-Factory counts each")
     dropped = sorted(k for k in data if k in NOT_NEEDED)
