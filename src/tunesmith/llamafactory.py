@@ -141,7 +141,7 @@ def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
         notes.append("LLaMA-Factory's defaults for keys it leaves out: "
                      + ", ".join(f"{key}={value}" for key, value in defaulted.items()))
     if data.get("max_samples") and isinstance(out.get("dataset"), list):
-        notes.append("max_samples counts the datasets together here; LLaMA-Factory counts each")
+        notes.append("max_samples counts the datasets together here, not each as LLaMA-Factory does")
     dropped = sorted(k for k in data if k in NOT_NEEDED)
     if dropped:
         notes.append(f"not needed here: {', '.join(f'{k} ({NOT_NEEDED[k]})' for k in dropped)}")
