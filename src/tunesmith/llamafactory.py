@@ -311,4 +311,7 @@ def export_settings(path: Path) -> dict[str, Any]:
     size = data.get("export_size")
     settings = {"out": data.get("export_dir"), "max_shard_size": f"{size}GB" if size else None,
                 "bits": data.get("export_quantization_bit"), "push_to_hub": data.get("export_hub_model_id")}
+    if settings["bits"]:
+        log_once(log, f"{path}: export_quantization_bit {settings['bits']} -> --bits {settings['bits']}: bitsandbytes "
+                      "weights, no calibration data (LLaMA-Factory quantizes with GPTQ); for llama.cpp use --quant")
     return {k: v for k, v in settings.items() if v is not None}
