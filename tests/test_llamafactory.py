@@ -125,6 +125,7 @@ def test_overrides_apply_on_top_and_the_data_folder_may_sit_beside_the_config(lf
     ({"dataset": "nosuch"}, "dataset 'nosuch' is not in"),
     ({"dataset": "faq,orca"}, "differ in format or columns"),
     ({"hub_token": "hf_x"}, "secrets never go in a config"),
+    ({"dataset": [1, 2]}, "dataset must be names separated by commas"),
 ])
 def test_what_cannot_be_honoured_is_refused_by_name(lf_folder, changes, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

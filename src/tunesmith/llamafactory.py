@@ -192,10 +192,13 @@ def _datasets(names: Any, dataset_dir: str, config_path: Path, where: str,
               stage: str) -> tuple[list[str], dict[str, str], str | None]:
     """LLaMA-Factory dataset names -> (files or hub ids, the columns mapping, the format), via dataset_info.json.
     A name that is not in it passes through unchanged (a file or hub id, as tunesmith reads them)."""
-    names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    names = names.split(",") if isinstance(names, str) else names
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where}dataset must be names separated by commas, or a list of names")
+    names = [n.strip() for n in names]
     folder = next((d for d in (Path(dataset_dir), config_path.parent / dataset_dir)
                    if (d / "dataset_info.json").is_file()), None)
-    info = _read_info(folder / "dataset_info.json", where) if folder else {}
+    info = _read_info(folder / "dataset_info.json") if folder else {}
     found, columns, fmt = [], {}, None
     for name in names:
         entry = info.get(name)
@@ -210,7 +213,7 @@ def _datasets(names: Any, dataset_dir: str, config_path: Path, where: str,
                                   "or give the data file itself")
             found.append(name)
             continue
-        source, entry_columns, entry_fmt = _entry(name, entry, folder, where, stage)
+        source, entry_columns, entry_fmt = _entry(name, entry, folder, stage)
         if found and (entry_columns != columns or entry_fmt != fmt):
             raise ConfigError(f"{where}datasets '{names[0]}' and '{name}' differ in format or columns; train them in "
                               "one run by giving them the same layout")
@@ -219,7 +222,7 @@ def _datasets(names: Any, dataset_dir: str, config_path: Path, where: str,
     return found, columns, fmt
 
 
-def _read_info(path: Path, where: str) -> dict:
+def _read_info(path: Path) -> dict:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -229,7 +232,7 @@ def _read_info(path: Path, where: str) -> dict:
     return info
 
 
-def _entry(name: str, entry: Any, folder: Path, where: str, stage: str) -> tuple[str, dict[str, str], str | None]:
+def _entry(name: str, entry: Any, folder: Path, stage: str) -> tuple[str, dict[str, str], str | None]:
     info = folder / "dataset_info.json"
     if not isinstance(entry, dict):
         raise ConfigError(f"{info}: '{name}' must be an object with file_name or hf_hub_url")
@@ -238,6 +241,10 @@ def _entry(name: str, entry: Any, folder: Path, where: str, stage: str) -> tuple
                                                                             or entry.get("file_name"))):
             raise ConfigError(f"{info}: '{name}' uses {key}, which tunesmith does not read; point file_name at the "
                               "data file or hf_hub_url at a hub dataset")
+    if not all(isinstance(entry.get(key), (str, type(None))) for key in ("hf_hub_url", "file_name", "split")) or \
+            not isinstance(entry.get("columns") or {}, dict) or not isinstance(entry.get("tags") or {}, dict):
+        raise ConfigError(f"{info}: '{name}' has a value of the wrong type; file_name, hf_hub_url and split are text, "
+                          "columns and tags are objects")
     if entry.get("hf_hub_url"):
         split = entry.get("split")
         source = entry["hf_hub_url"] + (f":{split}" if split and split != "train" else "")
