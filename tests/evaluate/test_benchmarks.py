@@ -125,3 +125,37 @@ def test_unknown_match_rule_names_line_key_and_allowed_values(tmp_path):
         load_benchmark(str(path))
     message = str(e.value)
     assert message.startswith(f"{path}:2: 'match' \"fuzzy\"") and "exact, contains" in message
+
+
+@pytest.mark.parametrize("name, rows, expected", [
+    ("arc.jsonl", [{"id": "1", "question": "2+2?", "choices": {"text": ["3", "4", "5"], "label": ["A", "B", "C"]},
+                    "answerKey": "B"},
+                   {"id": "2", "question": "Capital?", "choices": {"text": ["Paris", "Rome"], "label": ["1", "2"]},
+                    "answerKey": "1"}],  # some ARC rows label their options 1-4
+     [("2+2?", ["3", "4", "5"], "B"), ("Capital?", ["Paris", "Rome"], "A")]),
+    ("openbookqa.jsonl", [{"question_stem": "The sun is a", "choices": {"text": ["star", "moon"], "label": ["A", "B"]},
+                           "answerKey": "A"}], [("The sun is a", ["star", "moon"], "A")]),
+    ("kmmlu.csv", "question,answer,A,B,C,D,Category\n수도는?,1,서울,부산,대구,인천,geo\n",
+     [("수도는?", ["서울", "부산", "대구", "인천"], "A")]),  # KMMLU: the answer counts from 1
+    ("mmlu.csv", "question,A,B,C,D,answer\n2+2?,3,4,5,6,B\n", [("2+2?", ["3", "4", "5", "6"], "B")]),
+    ("hellaswag.jsonl", [{"ctx": "He climbs and", "endings": ["falls.", "waves.", "sits.", "eats."], "label": "2"}],
+     [("He climbs and", ["falls.", "waves.", "sits.", "eats."], "C")]),
+    ("gsm8k.jsonl", [{"question": "48 + 24?", "answer": "48+24 = <<48+24=72>>72 clips.\n#### 72"}],
+     [("48 + 24?", [], "72")]),  # GSM8K's worked solution: the reference is what follows ####
+])
+def test_public_benchmarks_are_read_as_published(tmp_path, name, rows, expected):
+    path = tmp_path / name
+    if isinstance(rows, str):
+        path.write_text(rows, encoding="utf-8")
+    else:
+        write_jsonl(path, rows)
+    assert [(i.question, i.choices, i.answer) for i in load_benchmark(str(path)).items] == expected
+
+
+def test_a_headerless_mmlu_csv_is_told_to_add_its_header(tmp_path):
+    (tmp_path / "test.csv").write_text("2+2?,3,4,5,6,B\nCapital?,Paris,Rome,Berlin,Madrid,A\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r":2: .*add a header line such as question,A,B,C,D,answer"):
+        load_benchmark(str(tmp_path / "test.csv"))
+    (tmp_path / "zero.csv").write_text("question,A,B,answer\nq,x,y,0\n", encoding="utf-8")
+    with pytest.raises(DataError, match="a number counts from 1"):
+        load_benchmark(str(tmp_path / "zero.csv"))

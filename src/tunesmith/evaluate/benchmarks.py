@@ -4,6 +4,8 @@ A row's kind is told by its keys:
 - multiple choice: {"question", "choices": [...], "answer": "A".. or a 0-based index} (an optional "subject" is ignored);
 - exact answer:    {"question", "answer"} (answer text or a number), optionally "match": "exact" (the default) or
   "contains": how a text answer is compared (see `metrics.is_correct`; numbers are always compared as numbers).
+Public benchmarks' own layouts are read too (`_published`): ARC/OpenBookQA/CommonsenseQA, letter columns (MMLU's
+CSV, KMMLU), HellaSwag, and GSM8K's answers (the part after "####" is the reference).
 Every row of a file must be of one kind. Files are read like training data (jsonl, json, csv, parquet), so a bad row
 stops with `path:line: what; fix`.
 
@@ -70,10 +72,43 @@ def _text(value, location: str, key: str) -> str:
     return value.strip()
 
 
+def _published(location: str, row: dict) -> dict:
+    """Public benchmarks as they are published -> {question, choices, answer}: ARC, OpenBookQA and CommonsenseQA
+    (choices {text, label}, answerKey), one column per option A, B, C, D (MMLU's CSV; KMMLU, whose answer is 1-based),
+    HellaSwag (ctx, endings, label). Any other row is returned as it is."""
+    choices = row.get("choices")
+    if isinstance(choices, dict) and "text" in choices and "answerKey" in row:  # ARC, OpenBookQA, CommonsenseQA
+        labels, key = [str(label) for label in choices.get("label") or []], str(row["answerKey"]).strip()
+        answer = labels.index(key) if key in labels else key
+        return {"question": row.get("question", row.get("question_stem")), "choices": choices["text"],
+                "answer": answer}
+    if "question" in row and "answer" in row and "choices" not in row and {"A", "B"} <= set(row):
+        options = [row[letter] for letter in LETTERS if letter in row]
+        answer = row["answer"]
+        if isinstance(answer, str) and answer.strip().isdigit():
+            answer = int(answer.strip())
+        if isinstance(answer, int) and not isinstance(answer, bool):
+            if not 1 <= answer <= len(options):
+                raise DataError(f"{location}: 'answer' {answer}: with one column per option, a number counts from 1 "
+                                f"(as in KMMLU); write 1-{len(options)} or a letter")
+            answer -= 1  # KMMLU numbers its answers from 1; the letter columns' MMLU CSVs write a letter
+        return {"question": row["question"], "choices": options, "answer": answer}
+    if "ctx" in row and "endings" in row and "label" in row:  # HellaSwag
+        return {"question": row["ctx"], "choices": row["endings"], "answer": row["label"]}
+    if "choices" not in row and isinstance(row.get("answer"), str) and "####" in row["answer"]:
+        return {**row, "answer": row["answer"].rsplit("####", 1)[1]}  # GSM8K: the worked solution, then #### 72
+    return row
+
+
 def _parse_row(location: str, row: dict) -> tuple[str, Item]:
+    row = _published(location, row)
     if "question" not in row or "answer" not in row:
+        keys = sorted(row)
+        headerless = len(keys) >= 3 and any(len(k.strip()) == 1 and k.strip().upper() in LETTERS[:8] for k in keys)
+        hint = (" (the first line of a CSV is its header: this one looks like a question; add a header line such "
+                "as question,A,B,C,D,answer)") if headerless and location.endswith(":2") else ""
         raise DataError(f"{location}: a benchmark row needs 'question' and 'answer' (plus 'choices' for multiple "
-                        f"choice), got {sorted(row)}; add the missing keys")
+                        f"choice), got {keys}{hint}; add the missing keys")
     question = _text(row["question"], location, "question")
     if "choices" not in row or row["choices"] is None:
         match = row.get("match") or "exact"  # empty (a csv cell left blank) means the default
