@@ -109,6 +109,8 @@ def test_overrides_apply_on_top_and_the_data_folder_may_sit_beside_the_config(lf
     monkeypatch.chdir(elsewhere)  # dataset_dir "data" is not here, but next to the config
     cfg = load_config(lf_yaml(lf_folder), ["model=other/model", "max_steps=5"])
     assert cfg.model == "other/model" and cfg.max_steps == 5 and cfg.dataset == [str(lf_folder / "data/faq.json")] * 2
+    cfg = load_config(lf_yaml(lf_folder), ["num_train_epochs=1", "per_device_train_batch_size=2"])  # its own names
+    assert (cfg.num_epochs, cfg.per_device_batch_size) == (1.0, 2)
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -334,6 +334,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             values[key] = _coerce(key, value, where)
     for item in overrides:
         key, value = parse_override(item)
+        if key not in FIELDS and key in llamafactory.RENAMED:  # LLaMA-Factory's name, e.g. num_train_epochs=1
+            key = llamafactory.RENAMED[key]
         _check_key(key, "override: ")
         values[key] = _coerce(key, value, "override: ")
     return TrainConfig(**values).validate()
