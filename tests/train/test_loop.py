@@ -54,6 +54,17 @@ def test_non_finite_loss_stops_the_run_before_the_weights(tiny_model_dir, alpaca
     assert all(math.isfinite(v) for r in records for v in r.values() if isinstance(v, float))
 
 
+def test_unfilled_placeholders_are_never_trained_on_in_silence(tiny_model_dir, tmp_path, caplog):
+    rows = [{"instruction": f"Who are you? ({i})", "output": "I am {{name}}, made by {{author}}."} for i in range(3)]
+    data = tmp_path / "identity.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(None, [f"model={tiny_model_dir}", f"dataset={data}", f"output_dir={tmp_path / 'r'}",
+                             "max_steps=1"])
+    with caplog.at_level("WARNING", logger="tunesmith"):
+        train(cfg, show_progress=False)
+    assert "3 training rows have unfilled placeholders in their answers ({{name}}, {{author}})" in caplog.text
+
+
 @pytest.mark.parametrize("losses, warns", [([2.0, 2.4, 3.6], True), ([2.0, 1.5, 1.2, 1.3, 1.1], False),
                                            ([0.2, 0.25, 0.3], False)])
 def test_divergence_warning(tmp_path, caplog, losses, warns):

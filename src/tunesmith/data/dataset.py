@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import random
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +22,7 @@ from tunesmith.errors import DataError
 
 log = logging.getLogger(__name__)
 Item = Conversation | Document | Preference
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")  # {{name}}: a slot of a template meant to be filled
 
 
 @dataclass
@@ -150,3 +153,26 @@ def encode_documents(items: list[Item], tokenizer, cutoff_len: int, split: str) 
     if items and not examples:
         raise DataError(f"{split}: the documents hold no text to train on")
     return examples
+
+
+def answer_texts(item: Item) -> list[str]:
+    """What training teaches the model to write: the answers (chosen and rejected), or a document."""
+    if isinstance(item, Document):
+        return [item.text]
+    if isinstance(item, Preference):
+        return [item.chosen, item.rejected]
+    return [m["content"] for m in item.messages if m["role"] == "assistant"]
+
+
+def unfilled_placeholders(items: list[Item]) -> tuple[int, Counter]:
+    """(rows whose answers hold template slots like {{name}}, how many rows hold each): LLaMA-Factory's identity.json
+    ships {{name}} and {{author}} to be replaced. Answers with a code block are skipped (templates as code are
+    content)."""
+    found: Counter = Counter()
+    rows = 0
+    for item in items:
+        names = dict.fromkeys(name for text in answer_texts(item) if "```" not in text  # in order of appearance
+                              for name in PLACEHOLDER.findall(text))
+        rows += bool(names)
+        found.update(list(names))  # (a dict would be read as counts)
+    return rows, found

@@ -5,10 +5,10 @@ Each returns a Finding with a verdict in numbers and, where something is off, th
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections import Counter
 
+from tunesmith.data.dataset import unfilled_placeholders
 from tunesmith.data.formats import Conversation, Document, Preference
 from tunesmith.data.packing import IGNORE
 from tunesmith.data.templates import FORMATS, Template, get_template
@@ -16,7 +16,6 @@ from tunesmith.doctor.report import NOTE, OK, PROBLEM, Finding
 from tunesmith.doctor.rows import Encoded
 
 PROBE = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
-PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")  # {{name}}: a slot of a template meant to be filled
 
 
 def _spans(example) -> list[list[int]]:
@@ -193,23 +192,9 @@ def answers(items: list) -> Finding:
     return Finding("answers", OK, f"{len(replies) or len(items)} answers, none empty, no repeated rows")
 
 
-def _answer_texts(item) -> list[str]:
-    if isinstance(item, Document):
-        return [item.text]
-    if isinstance(item, Preference):
-        return [item.chosen, item.rejected]
-    return [m["content"] for m in item.messages if m["role"] == "assistant"]
-
-
 def placeholders(items: list) -> Finding:
-    """Template slots left unfilled in the answers, like {{name}} and {{author}} in LLaMA-Factory's identity.json:
-    the model would learn to say them. Answers with a code block are skipped (templates as code are content)."""
-    found: Counter = Counter()
-    rows = 0
-    for item in items:
-        names = {name for text in _answer_texts(item) if "```" not in text for name in PLACEHOLDER.findall(text)}
-        rows += bool(names)
-        found.update(names)
+    """Template slots left unfilled in the answers, like {{name}} in LLaMA-Factory's identity.json."""
+    rows, found = unfilled_placeholders(items)
     if rows < 2:  # one row may quote a template on purpose; a dataset of slots is a recipe not yet filled in
         return Finding("placeholders", OK, "no unfilled {{...}} placeholders in the answers")
     listed = ", ".join(f"{{{{{name}}}}} ({count} rows)" for name, count in found.most_common(4))

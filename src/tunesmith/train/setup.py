@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tunesmith.config import TrainConfig
-from tunesmith.data.dataset import DataSpec, load_items
+from tunesmith.data.dataset import DataSpec, load_items, unfilled_placeholders
 from tunesmith.data.packing import Example, MicroBatch
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ConfigError
@@ -148,6 +148,11 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
     stage, method = get_stage(cfg.stage, cfg), get_method(cfg.method, cfg)
     check_distributed(cfg, stage, method)
     splits = load_items(DataSpec.from_settings(cfg), stage.check_row)  # every row checked before the model loads
+    slots, names = unfilled_placeholders(splits.train)
+    if slots >= 2:  # not an error (answers may teach template code), but never trained on in silence
+        log.warning("%d training rows have unfilled placeholders in their answers (%s): the model will learn to say "
+                    "them; replace them with the real text (`tunesmith doctor` shows the rows)", slots,
+                    ", ".join(f"{{{{{name}}}}}" for name, _ in names.most_common(3)))
     par = Parallel(cfg)
     device = par.device
     source = resolve_model(cfg.model)
