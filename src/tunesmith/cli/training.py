@@ -41,7 +41,8 @@ def train_parser(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a model", formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="tunesmith train [CONFIG.yaml] [key=value ...]",
                        epilog="config keys:\n" + describe_keys())
-    p.add_argument("config", nargs="?", help="YAML config file (optional; key=value overrides apply on top)")
+    p.add_argument("config", nargs="?", help="YAML config file, tunesmith's or a LLaMA-Factory training YAML "
+                                             "(optional; key=value overrides apply on top)")
     p.add_argument("overrides", nargs="*", help="key=value settings")
     p.set_defaults(func=cmd_train)
 
