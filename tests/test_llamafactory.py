@@ -134,6 +134,14 @@ def test_what_cannot_be_honoured_is_refused_by_name(lf_folder, changes, message)
         load_config(lf_yaml(lf_folder, **changes))
 
 
+def test_a_llamafactory_dataset_name_given_as_dataset_says_which_file(lf_folder):
+    from tunesmith.data.sources import read_rows
+
+    with pytest.raises(TunesmithError, match=r"^faq: file not found; 'faq' is a LLaMA-Factory dataset name "
+                                             r"\(data/dataset_info.json\): give dataset=data/faq.json"):
+        read_rows("faq")
+
+
 def test_a_dataset_name_without_dataset_info_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no data/dataset_info.json was found"):

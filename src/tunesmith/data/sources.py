@@ -8,6 +8,7 @@ lives in `readers`; this module decides what a `dataset=` entry names.
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 from pathlib import Path
@@ -39,7 +40,8 @@ def read_rows(source: str) -> list[Row]:
                         "path") from None
     if mode is None:
         if source.endswith(FILE_SUFFIXES) or "/" not in source.strip("/"):
-            raise DataError(f"{source}: file not found; check the path (relative paths start at the current folder)")
+            fix = _llamafactory_name(source) or "check the path (relative paths start at the current folder)"
+            raise DataError(f"{source}: file not found; {fix}")
         return _read_hub(source)
     if stat.S_ISDIR(mode):
         return _read_folder(path)
@@ -86,6 +88,20 @@ def _read_saved(path: Path) -> list[Row]:
         raise DataError(f"{path}: could not read this saved dataset ({first}); save it again with "
                         "save_to_disk, or export it with to_json") from None
     return [(f"{path}:row {i + 1}", dict(obj)) for i, obj in enumerate(ds)]
+
+
+def _llamafactory_name(name: str) -> str | None:
+    """The fix when `name` is a dataset of LLaMA-Factory's data/dataset_info.json here (as in its YAMLs)."""
+    info = Path("data") / "dataset_info.json"
+    try:
+        entry = json.loads(info.read_text(encoding="utf-8")).get(name) if info.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(entry, dict):
+        return None
+    where = Path("data") / entry["file_name"] if isinstance(entry.get("file_name"), str) else entry.get("hf_hub_url")
+    return (f"'{name}' is a LLaMA-Factory dataset name ({info}): give dataset={where}, or train from the "
+            "LLaMA-Factory YAML itself, which reads its dataset names")
 
 
 def _read_hub(name: str) -> list[Row]:
