@@ -122,3 +122,17 @@ def network_address() -> str | None:
         except OSError:
             return None
     return None if address.startswith("127.") else address
+
+
+def fail_sampling_for_seed(monkeypatch, seed: int) -> None:
+    """Make the engine's sampling raise for requests with this seed only: a fault inside one request of a batch."""
+    from tunesmith.infer import engine as engine_module
+
+    real_sample = engine_module.sample
+
+    def flaky(logits, params, *args, **kw):
+        if params.seed == seed:
+            raise RuntimeError("injected fault in one request")
+        return real_sample(logits, params, *args, **kw)
+
+    monkeypatch.setattr(engine_module, "sample", flaky)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from tests.conftest import fail_sampling_for_seed
 from tunesmith.infer.engine import Request, SamplingParams, sample
 from tunesmith.infer.loading import load_for_inference
 
@@ -149,20 +150,11 @@ def test_auto_dtype_picks_int8_only_for_weights_read_from_a_quantized_gguf(tiny_
 def test_one_request_fails_or_is_cancelled_alone(tiny_model_dir, monkeypatch):
     """A fault in one request's sampling, a seed torch refuses, or a cancellation: that request leaves the batch;
     its neighbours get exactly what they get alone."""
-    from tunesmith.infer import engine as engine_module
-
     lm = load_for_inference(str(tiny_model_dir))
     prompts = [lm.encode_chat([{"role": "user", "content": q}]) for q in ("Hi", "Hello there", "Tell me more", "X")]
     expected = [alone(lm, p).completion_ids for p in prompts]
 
-    real_sample = engine_module.sample
-
-    def flaky(logits, params, *args, **kw):
-        if params.seed == 666:
-            raise RuntimeError("injected fault")
-        return real_sample(logits, params, *args, **kw)
-
-    monkeypatch.setattr(engine_module, "sample", flaky)
+    fail_sampling_for_seed(monkeypatch, 666)
     good = [Request(p, greedy()) for p in prompts]
     faulty = Request(prompts[0], greedy(seed=666))
     bad_seed = Request(prompts[1], greedy(seed=1 << 64))  # torch.Generator.manual_seed refuses it

@@ -15,6 +15,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from tests.conftest import fail_sampling_for_seed
 from tests.serve.conftest import InProcess, metric, wait_for
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -98,8 +99,6 @@ def test_bad_values_in_a_batch_of_8_leave_the_other_answers_intact(serve, monkey
     """seed 2**63 is refused (400) before it reaches the batch; temperature 1e-40 is the greedy limit; and a fault
     injected into one request's sampling fails that request alone (500 server_error): the others get exactly
     what they get when sent alone."""
-    from tunesmith.infer import engine as engine_module
-
     server, client = serve(max_batch=8)
     questions = [f"Question number {i}?" for i in range(8)]
 
@@ -108,14 +107,7 @@ def test_bad_values_in_a_batch_of_8_leave_the_other_answers_intact(serve, monkey
                                                  "messages": [{"role": "user", "content": questions[i]}]})
 
     alone = [ask(i).choices[0].message.content for i in range(8)]
-    real_sample = engine_module.sample
-
-    def flaky(logits, params, *args, **kw):
-        if params.seed == 4242:
-            raise RuntimeError("injected fault in one request")
-        return real_sample(logits, params, *args, **kw)
-
-    monkeypatch.setattr(engine_module, "sample", flaky)
+    fail_sampling_for_seed(monkeypatch, 4242)
     odd = {0: {"seed": 2 ** 63}, 1: {"temperature": 1e-40}, 2: {"seed": 4242}}
 
     def one(i: int):
@@ -137,17 +129,8 @@ def test_bad_values_in_a_batch_of_8_leave_the_other_answers_intact(serve, monkey
 def test_a_stream_that_fails_or_runs_out_of_time_ends_with_an_error_event(serve, monkeypatch, slow_steps, endpoint):
     """Once a stream has started, its status is sent: a fault or the request timeout must arrive as the endpoint's
     error event (an error chunk, or response.failed), never as a stream that just stops."""
-    from tunesmith.infer import engine as engine_module
-
     server, client = serve(request_timeout_s=1.0)
-    real_sample = engine_module.sample
-
-    def flaky(logits, params, *args, **kw):
-        if params.seed == 4242:
-            raise RuntimeError("injected fault in one request")
-        return real_sample(logits, params, *args, **kw)
-
-    monkeypatch.setattr(engine_module, "sample", flaky)
+    fail_sampling_for_seed(monkeypatch, 4242)
     for seed, message in ((4242, "Generation failed"), (1, "took longer")):  # 400 steps of >= 20 ms: past 1 s
         if endpoint == "chat":
             with pytest.raises(openai.APIError, match=message):
