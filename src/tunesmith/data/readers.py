@@ -46,14 +46,13 @@ def read_file(path: Path) -> list[Row]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _read_parquet(path)
-    readers: dict[str, Callable[[Path, str], list[Row]]] = {
-        ".jsonl": _read_json, ".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv, ".txt": _read_text}
     if suffix in SPREADSHEETS:
         raise DataError(f"{path}: {SPREADSHEETS[suffix]}, not a data file tunesmith reads; {EXCEL_CSV} (or "
                         "File > Export as CSV, UTF-8) and give the .csv")
-    if suffix not in readers:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .json, .jsonl, .csv, .tsv, .parquet or .txt")
-    return readers[suffix](path, _decode(path, _read_bytes(path)))
+    if suffix not in TEXT_READERS:
+        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use {', '.join(FILE_SUFFIXES[:-1])} or "
+                        f"{FILE_SUFFIXES[-1]}")
+    return TEXT_READERS[suffix](path, _decode(path, _read_bytes(path)))
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -323,3 +322,9 @@ def _read_text(path: Path, text: str) -> list[Row]:
     if buf:
         rows.append((f"{path}:{first}", {"text": "\n".join(buf)}))
     return rows
+
+
+# Every file type tunesmith reads, in the order messages list them (sources and the Web UI use this one list).
+TEXT_READERS: dict[str, Callable[[Path, str], list[Row]]] = {
+    ".json": _read_json, ".jsonl": _read_json, ".csv": _read_csv, ".tsv": _read_csv, ".txt": _read_text}
+FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")

@@ -13,11 +13,10 @@ import re
 import stat
 from pathlib import Path
 
-from tunesmith.data.readers import Row, read_file
+from tunesmith.data.readers import FILE_SUFFIXES, Row, read_file
 from tunesmith.errors import DataError, first_line
 
 __all__ = ["FILE_SUFFIXES", "Row", "read_rows"]
-FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 # The hub's repo id rules (owner/name, letters, digits, - _ .), plus an optional split such as train or train[:10%].
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}(:[\w.%+\[\]:-]+)?")
 
