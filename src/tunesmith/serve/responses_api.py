@@ -198,7 +198,7 @@ class ResponseEvents:
     def closing(self) -> list[str]:
         a = self.answer
         text, logprobs = a.request.text, a.all_logprobs()
-        final = a.final_message()
+        final = a.message(a.status(), [a.part(text, logprobs)])  # final_message(), without decoding them again
         return [self.event("response.output_text.done", **self.where, text=text, logprobs=logprobs),
                 self.event("response.content_part.done", **self.where, part=a.part(text, logprobs)),
                 self.event("response.output_item.done", output_index=0, item=final),
