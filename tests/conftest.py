@@ -16,12 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _cpu_attention_in_fp32(monkeypatch):
-    """In-process tests attend packed bf16 rows in fp32 on every CPU. The product times both kernels once per
-    process and keeps the faster (model.attention.cpu_attention_dtype); a test's numbers must not depend on that."""
+    """In-process tests attend packed bf16 rows in fp32 on every CPU. The product attends short rows by bf16
+    matmuls on a CPU with fast bf16 and times both flash kernels once per process for the rest
+    (model.attention.matmul_rows, cpu_attention_dtype); a test's numbers must not depend on the CPU it runs on."""
     import torch
 
     from tunesmith.model import attention
 
+    monkeypatch.setattr(attention, "matmul_rows", lambda dtype: False)
     monkeypatch.setattr(attention, "_measured_cpu_attention_dtype", lambda dtype: torch.float32)
 
 

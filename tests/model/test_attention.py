@@ -4,6 +4,7 @@ public AttentionInterface with the row boundaries it needs."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import pytest
@@ -15,6 +16,7 @@ from tunesmith.model import attention
 from tunesmith.model.attention import packed_exact_attention, use_varlen_attention, varlen_attention
 from tunesmith.stages.base import causal_lm_loss
 
+MATMUL_ROWS_ON_THIS_CPU = attention.matmul_rows  # bound before conftest pins it for each test
 BOUNDS = torch.tensor([0, 11, 14, 22], dtype=torch.int32)  # rows of 11, 3 and 8 tokens
 
 
@@ -237,3 +239,50 @@ def test_cuda_flash_is_used_only_where_it_checks_out(monkeypatch):
     attention.cuda_flash_works.cache_clear()
     assert attention.cuda_flash_works(cpu) is False  # torch's real kernel refuses a CPU: no error, the row loop
     attention.cuda_flash_works.cache_clear()
+
+
+@pytest.mark.parametrize("scaling, window", [(None, None), (0.3, 4), (0.3, 20)])
+def test_the_matmul_formula_is_causal_grouped_attention(scaling, window):
+    """_matmul_attention in float64 equals SDPA with the same causal (windowed) mask: grouped heads, batch of 2."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, heads, 9, 8, generator=g, dtype=torch.float64) for heads in (6, 2, 2))
+    mask = attention._visible(9, window, q.device)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=True)
+    window = window if window is not None and window < 9 else None  # as _cpu_low_row passes it
+    torch.testing.assert_close(attention._matmul_attention(q, k, v, scaling, window), expected)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_short_bf16_rows_on_a_cpu_with_fast_bf16_are_attended_by_matmuls(window, monkeypatch):
+    """Rows up to MATMUL_ROWS take the matmul formula in bf16, longer ones the flash kernel; outputs and gradients
+    follow fp32 within bf16's rounding."""
+    monkeypatch.setattr(attention, "matmul_rows", lambda dtype: dtype == torch.bfloat16)
+    monkeypatch.setattr(attention, "MATMUL_ROWS", 8)  # rows of 11, 3 and 8 tokens: the first takes the flash kernel
+    lengths, real = [], attention._matmul_attention
+    monkeypatch.setattr(attention, "_matmul_attention", lambda q, *a: lengths.append(q.shape[2]) or real(q, *a))
+    module = Heads().train()
+    exact_in = [t.float().requires_grad_() for t in qkv()]
+    low_in = [t.detach().bfloat16().requires_grad_() for t in exact_in]
+    weights = torch.randn(1, int(BOUNDS[-1]), 4, 8, generator=torch.Generator().manual_seed(2))
+    results = []
+    for inputs, context in ((exact_in, contextlib.nullcontext()), (low_in, torch.autocast("cpu", torch.bfloat16))):
+        with context:
+            out, _ = varlen_attention(module, *inputs, None, scaling=0.3, cu_seq_lens_q=BOUNDS, sliding_window=window)
+        (out.float() * weights).sum().backward()
+        results.append([out.float(), *(t.grad.float() for t in inputs)])
+    assert lengths == [3, 8] and low_in[0].grad.dtype == torch.bfloat16
+    for got, want in zip(results[1], results[0]):
+        assert ((got - want).norm() / want.norm()) < 2e-2  # bf16 keeps 8 bits of mantissa: ~0.5% per value
+
+
+@pytest.mark.parametrize("fast_bf16, longest, timed", [(True, 512, False), (True, 513, True), (False, 64, True)])
+def test_the_flash_kernels_are_timed_only_where_a_run_uses_them(fast_bf16, longest, timed, monkeypatch):
+    from tunesmith.model import loader
+
+    monkeypatch.setattr(loader, "cpu_has_fast_bf16", lambda: fast_bf16)
+    monkeypatch.setattr(attention, "matmul_rows", MATMUL_ROWS_ON_THIS_CPU)  # the product's answer, not conftest's
+    calls = []
+    monkeypatch.setattr(attention, "cpu_attention_dtype", lambda dtype: calls.append(dtype) or torch.float32)
+    attention.plan_cpu_attention(torch.bfloat16, longest)
+    attention.plan_cpu_attention(torch.float32, longest)  # fp32: nothing to decide
+    assert calls == ([torch.bfloat16] if timed else [])

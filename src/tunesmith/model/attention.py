@@ -9,7 +9,9 @@ Every argument a model passes is honoured, never dropped: `sliding_window` (Mist
 local layers: a key is visible when `query - key < window`, transformers' `sliding_window_overlay`), `softcap`
 (Gemma 2: `tanh(scores / cap) * cap` before the mask), `s_aux` (gpt-oss attention sinks: one extra logit per
 head, dropped after the softmax), `scaling` and `dropout`. Plain causal rows take SDPA's causal kernel; a window
-shorter than the row takes SDPA with a banded mask; softcap and sinks take the eager formula on the row alone.
+shorter than the row takes SDPA with a banded mask; softcap and sinks take the eager formula on the row alone. On a
+CPU with fast bf16, rows of up to MATMUL_ROWS tokens under bf16 mixed precision take three batched bf16 matmuls
+instead (causal and windowed alike), about twice as fast there as torch's CPU flash kernel.
 Any other argument (or unequal query/key boundaries) makes the call fall back to the exact path: the model's own
 eager attention over the packed sequence with a block-diagonal mask, which is what transformers itself runs.
 On CUDA in bf16/fp16, plain and windowed causal rows all go through torch's own flash-attention varlen kernel in one
@@ -63,21 +65,47 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
             and not (dropout and getattr(module, "training", False)) and cuda_flash_works(query.device)):
         return flash_rows(query, key, value, bounds, kwargs.get("max_length_q"), scaling, window), None
     edges = bounds.tolist()
-    upcast = (query.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
-              and cpu_attention_dtype(dtype) == torch.float32)
-    if upcast:
-        query, key, value = query.float(), key.float(), value.float()
-    with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
-        out = _each_row(module, query, key, value, edges, dropout, scaling, window, softcap, sinks)
+    cpu_low = query.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)
+    with torch.autocast("cpu", enabled=False) if cpu_low else contextlib.nullcontext():  # each row picks its own
+        out = _each_row(module, query, key, value, edges, dropout, scaling, window, softcap, sinks, cpu_low)
     return out.contiguous().to(dtype), None
 
 
+# Rows up to this many tokens, in bf16 on a CPU with fast bf16, are attended by three batched matmuls (scores with
+# the causal bias added, softmax, values) instead of torch's flash kernel: forward and backward of one SmolLM2 row
+# (9 heads, 3 key heads) took 0.27/0.47/1.35/2.4/3.4/5.9 ms for 64/128/176/256/384/512 tokens against fp32 flash's
+# 0.30/1.01/1.85/3.7/7.9/13.9 (AMD EPYC avx512_bf16 avx_vnni, 2 cores), and is as close to fp32 as bf16 flash. The saved
+# probabilities (heads x length^2 in bf16, 4.7 MB for a 512-token row of 9 heads, per layer) bound the length.
+MATMUL_ROWS = 512
+
+
+def matmul_rows(dtype: torch.dtype) -> bool:
+    """Are short rows in `dtype` attended by batched matmuls on this CPU? bf16 where bf16 matmuls are fast."""
+    from tunesmith.model.loader import cpu_has_fast_bf16
+
+    return dtype == torch.bfloat16 and cpu_has_fast_bf16()
+
+
+def plan_cpu_attention(dtype: torch.dtype, longest_row: int) -> None:
+    """Decide, and log, how a run's packed rows in `dtype` are attended on this CPU: now, before the first step, not
+    in the middle of it."""
+    if dtype == torch.float32:
+        return
+    if matmul_rows(dtype):
+        log.info("packed rows of up to %d tokens attended in bf16 by batched matmuls (this CPU has fast bf16)",
+                 MATMUL_ROWS)
+        if longest_row <= MATMUL_ROWS:
+            return
+    cpu_attention_dtype(dtype)  # timed and logged
+
+
 def cpu_attention_dtype(dtype: torch.dtype) -> torch.dtype:
-    """What packed rows are attended in on this CPU when the model computes in `dtype`: `dtype` itself, or fp32.
-    fp32 unless the CPU's bf16 kernel is clearly faster, which is decided once per process by timing one row's
-    forward and backward both ways (~50 ms). With AVX512-BF16 but no AMX, torch's bf16 flash-attention backward
-    measured 1.3-2.4x slower than fp32 (rows of 100-340 tokens, AMD EPYC, 2 cores); where the CPU has AMX, the
-    kernel computes bf16 on AMX tiles instead. fp32 is also the more exact, so a near tie keeps it."""
+    """What rows that flash attention takes (longer than MATMUL_ROWS, or all rows where matmul_rows says no) are
+    attended in on this CPU when the model computes in `dtype`: `dtype` itself, or fp32. fp32 unless the CPU's
+    bf16 kernel is clearly faster, which is decided once per process by timing one long row's forward and backward
+    both ways (~0.3 s). With AVX512-BF16 but no AMX, torch's bf16 flash-attention backward measured 1.3-2.4x slower
+    than fp32 (rows of 100-340 tokens, AMD EPYC, 2 cores); where the CPU has AMX, the kernel computes bf16 on AMX
+    tiles instead. fp32 is also the more exact, so a near tie keeps it."""
     if dtype == torch.float32:
         return dtype
     return _measured_cpu_attention_dtype(dtype)
@@ -103,7 +131,7 @@ def _measured_cpu_attention_dtype(dtype: torch.dtype) -> torch.dtype:
     return choice
 
 
-def _row_seconds(dtype: torch.dtype, length: int = 256, repeats: int = 4) -> float:
+def _row_seconds(dtype: torch.dtype, length: int = 2 * MATMUL_ROWS, repeats: int = 2) -> float:
     """Best of `repeats` timings of one causal GQA row's attention, forward and backward, in `dtype`."""
     best = float("inf")
     # First used inside a model's forward, which may run without gradients, in inference mode or under autocast.
@@ -119,14 +147,48 @@ def _row_seconds(dtype: torch.dtype, length: int = 256, repeats: int = 4) -> flo
     return best
 
 
-def _each_row(module, query, key, value, edges: list[int], dropout, scaling, window, softcap, sinks) -> torch.Tensor:
+def _each_row(module, query, key, value, edges: list[int], dropout, scaling, window, softcap, sinks,
+              cpu_low: bool = False) -> torch.Tensor:
     """The row loop: each row of (1, H, T, D) attends to itself alone; (1, T, H, D) out. `edges` run from 0 to T.
     Rows are cut with `split`, whose backward is one concatenation; slicing instead makes autograd zero-fill a
-    whole-sequence gradient for every row of q, k and v and add them up."""
+    whole-sequence gradient for every row of q, k and v and add them up. `cpu_low`: bf16/fp16 rows on a CPU (autocast
+    off), where each row picks its kernel and precision by its length (matmul_rows, cpu_attention_dtype)."""
     sizes = [e - s for s, e in itertools.pairwise(edges)]
-    rows = [_row_attention(module, q, k, v, dropout, scaling, window, softcap, sinks)
+    row = _cpu_low_row if cpu_low else _row_attention
+    rows = [row(module, q, k, v, dropout, scaling, window, softcap, sinks)
             for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2))]
     return torch.cat(rows, dim=2).transpose(1, 2)
+
+
+def _cpu_low_row(module, q, k, v, dropout, scaling, window, softcap, sinks) -> torch.Tensor:
+    length, training = q.shape[2], getattr(module, "training", False)
+    if (length <= MATMUL_ROWS and softcap is None and sinks is None and not (dropout and training)
+            and matmul_rows(q.dtype)):
+        return _matmul_attention(q, k, v, scaling, window if window is not None and window < length else None)
+    if cpu_attention_dtype(q.dtype) == torch.float32:
+        q, k, v = q.float(), k.float(), v.float()
+    return _row_attention(module, q, k, v, dropout, scaling, window, softcap, sinks)
+
+
+def _matmul_attention(q, k, v, scaling, window: int | None) -> torch.Tensor:
+    """One row (B, H, L, D), causal (and windowed), as softmax(q k^T * scale + bias) v in q's dtype: three batched
+    matmuls. Grouped-query heads share their key/value head without copying it: the group's queries are stacked
+    into one (group x L, D) matrix against the shared (L, D) keys, and the bias is tiled to match."""
+    batch, heads, length, dim = q.shape
+    kv = batch * k.shape[1]
+    groups = heads // k.shape[1]
+    scores = torch.baddbmm(_tiled_bias(length, groups, window, q.dtype, q.device),
+                           q.reshape(kv, groups * length, dim), k.reshape(kv, length, dim).transpose(1, 2),
+                           alpha=scaling if scaling is not None else dim ** -0.5)
+    probs = torch.softmax(scores, dim=-1)
+    return torch.bmm(probs, v.reshape(kv, length, dim)).view(batch, heads, length, dim)
+
+
+@functools.lru_cache(maxsize=32)  # every layer of a forward meets the same row lengths
+def _tiled_bias(length: int, groups: int, window: int | None, dtype: torch.dtype, device) -> torch.Tensor:
+    """(groups x L, L): 0 where the key is visible (causal, within the window), -inf elsewhere, once per group."""
+    unseen = ~_visible(length, window, device)
+    return torch.zeros(length, length, dtype=dtype, device=device).masked_fill_(unseen, float("-inf")).repeat(groups, 1)
 
 
 def flash_rows(query, key, value, bounds, max_length: int | None, scaling, window: int | None) -> torch.Tensor:

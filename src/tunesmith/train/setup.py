@@ -19,7 +19,7 @@ from tunesmith.data.packing import Example, MicroBatch
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ConfigError
 from tunesmith.kernel_caches import TRAINING_ENTRIES, bound_kernel_caches
-from tunesmith.model.attention import cpu_attention_dtype, use_varlen_attention, wants_varlen
+from tunesmith.model.attention import plan_cpu_attention, use_varlen_attention, wants_varlen
 from tunesmith.model.loader import load_model, load_tokenizer, resolve_model
 from tunesmith.model.methods import get_method
 from tunesmith.model.methods.base import count_parameters
@@ -183,7 +183,7 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
     if wants_varlen(device, base):
         use_varlen_attention(base)
         if device.type == "cpu":
-            cpu_attention_dtype(precision.compute)  # timed and logged now, not in the middle of the first step
+            plan_cpu_attention(precision.compute, cfg.cutoff_len)
     state = TrainerState(rows_per_step=cfg.rows_per_step, world_size=par.world)
     saved_plan = ckpt.read_state(candidates[0]).get("memory_plan") if candidates else None
     plan = plan_memory(cfg, base, device, saved=saved_plan, trains_all_weights=not method.saves_adapter,
