@@ -65,10 +65,11 @@ def write_config(work: Path, model: Path, rows_file: Path, hp: dict, bf16: bool 
     return path
 
 
-def run(python: Path, config: Path, work: Path) -> dict:
-    """Train once; returns samples/s (HF Trainer's own train_samples_per_second), step losses and peak RSS."""
+def run(python: Path, config: Path, work: Path, env: dict | None = None) -> dict:
+    """Train once; returns samples/s (HF Trainer's own train_samples_per_second), step losses and peak RSS. `env`:
+    extra environment variables."""
     env = {**os.environ, "DISABLE_VERSION_CHECK": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
-           "PYTHONWARNINGS": "ignore"}
+           "PYTHONWARNINGS": "ignore", **(env or {})}
     log = (work / "lf_stdout.log").open("w")
     started = time.time()
     proc = subprocess.Popen([str(python), "-m", "llamafactory.cli", "train", str(config)], stdout=log,

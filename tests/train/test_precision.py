@@ -40,6 +40,34 @@ def test_auto_picks_bf16_only_where_it_is_fast(monkeypatch, fast_bf16, device, e
     assert prec.choose_precision("fp16", torch.device("cpu")).scaler
 
 
+@pytest.mark.parametrize("instructions, bf16_s, fp32_s, expected", [
+    (False, 0.1, 1.0, False),  # AVX2 only: never timed
+    (True, 0.3, 1.0, True),  # AVX512-BF16 / AMX: bf16 3x faster
+    (True, 75.0, 1.0, False),  # the flags promise bf16, but ONEDNN_MAX_CPU_ISA=AVX2 forbids it: emulated
+    (True, 1.5, 1.0, False),  # ONEDNN_MAX_CPU_ISA=AVX512_CORE: AVX-512 without its bf16 instructions
+])
+def test_fast_bf16_needs_the_instructions_and_a_bf16_matmul_that_beats_fp32(instructions, bf16_s, fp32_s, expected,
+                                                                            monkeypatch):
+    from tunesmith.model import loader
+
+    timed = []
+    monkeypatch.setattr(loader, "_bf16_instructions", lambda: instructions)
+    monkeypatch.setattr(loader, "_matmul_seconds",
+                        lambda dtype: timed.append(dtype) or (bf16_s if dtype == torch.bfloat16 else fp32_s))
+    assert loader.cpu_has_fast_bf16.__wrapped__() is expected
+    assert bool(timed) is instructions
+
+
+def test_the_bf16_probe_runs_wherever_it_is_first_asked():
+    """Its first caller may be a forward pass: without gradients, in inference mode or under autocast."""
+    from tunesmith.model.loader import _matmul_seconds
+
+    for context in (torch.no_grad(), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16)):
+        with context:
+            assert all(0 < _matmul_seconds(dtype, size=8, repeats=1) < float("inf")
+                       for dtype in (torch.float32, torch.bfloat16))
+
+
 def test_bf16_mixed_tracks_fp32_far_closer_than_pure_bf16(tiny_model_dir, alpaca_file, tmp_path):
     curves = {}
     for dtype in ("fp32", "bf16", "pure_bf16"):
