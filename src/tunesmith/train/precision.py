@@ -3,9 +3,10 @@ optimizer state in fp32 and runs the forward pass in bf16 (or fp16 with a gradie
 low-precision weights only when asked for (`dtype=pure_bf16|pure_fp16`).
 
 `dtype=auto` chooses per device: bf16 mixed on GPUs with bf16 and on CPUs with fast bf16 (AVX512-BF16 or AMX:
-bf16 matmuls run 2-5x fp32 there, confirmed by timing one), fp16 mixed on older GPUs, fp32 elsewhere (on an AVX2-only CPU bf16 matmuls run
-at about 1 GFLOP/s). With an adapter method the frozen base weights are stored in the compute dtype: they are only
-read, so bf16 storage loses nothing autocast would not lose anyway, and halves their memory.
+bf16 matmuls run 2-5x fp32 there, confirmed by timing one), fp16 mixed on older GPUs, fp32 elsewhere (on an
+AVX2-only CPU bf16 matmuls run at about 1 GFLOP/s). With an adapter method the frozen base weights are stored in
+the compute dtype: they are only read, so bf16 storage loses nothing autocast would not lose anyway, and halves
+their memory.
 """
 
 from __future__ import annotations
