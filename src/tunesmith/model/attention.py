@@ -184,7 +184,7 @@ def _matmul_attention(q, k, v, scaling, window: int | None) -> torch.Tensor:
     return torch.bmm(probs, v.reshape(kv, length, dim)).view(batch, heads, length, dim)
 
 
-@functools.lru_cache(maxsize=16)  # every layer of a forward meets the same row lengths; 16 x at most 1.5 MB
+@functools.lru_cache(maxsize=16)  # every layer meets the same row lengths; each <= groups x 0.5 MB
 def _tiled_bias(length: int, groups: int, window: int | None, dtype: torch.dtype, device) -> torch.Tensor:
     """(groups x L, L): 0 where the key is visible (causal, within the window), -inf elsewhere, once per group."""
     unseen = ~_visible(length, window, device)
