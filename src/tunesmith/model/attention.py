@@ -30,7 +30,6 @@ import inspect
 import itertools
 import logging
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -133,18 +132,15 @@ def _measured_cpu_attention_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _row_seconds(dtype: torch.dtype, length: int = 2 * MATMUL_ROWS, repeats: int = 2) -> float:
     """Best of `repeats` timings of one causal GQA row's attention, forward and backward, in `dtype`."""
-    best = float("inf")
+    from tunesmith.model.loader import fastest_seconds
+
     # First used inside a model's forward, which may run without gradients, in inference mode or under autocast.
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
         g = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(1, heads, length, 64, generator=g).to(dtype).requires_grad_() for heads in (8, 2, 2))
         grad = torch.randn(1, 8, length, 64, generator=g).to(dtype)
-        for attempt in range(repeats + 1):  # the first builds the kernels and is not counted
-            start = time.perf_counter()
-            F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).backward(grad)
-            if attempt:
-                best = min(best, time.perf_counter() - start)
-    return best
+        return fastest_seconds(
+            lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True).backward(grad), repeats)
 
 
 def _each_row(module, query, key, value, edges: list[int], dropout, scaling, window, softcap, sinks,

@@ -216,12 +216,18 @@ def cpu_has_fast_bf16() -> bool:
 def _matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 5) -> float:
     with torch.inference_mode(), torch.autocast("cpu", enabled=False):
         a = torch.randn(size, size).to(dtype)
-        a @ a  # the first call builds the kernel
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ a
-            best = min(best, time.perf_counter() - start)
+        return fastest_seconds(lambda: a @ a, repeats)
+
+
+def fastest_seconds(run, repeats: int) -> float:
+    """The best of `repeats` timings of `run()`, after one untimed call that builds its kernels: how the hardware
+    probes (here and in model.attention) compare two ways of doing the same work."""
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
     return best
 
 
