@@ -87,6 +87,7 @@ def save_tiny_llama(out: Path, tok) -> Path:
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
                     encoding="utf-8")
     return path

@@ -55,6 +55,27 @@ def test_json_array_csv_parquet_and_column_mapping(tmp_path):
     assert load(tmp_path / "a.csv", columns={"output": "reply"})[1].location.endswith("a.csv:3")
 
 
+def test_numbers_are_text_where_text_is_expected(tmp_path):
+    """GSM8K-style numeric answers, an integer parquet column with an empty cell (read back as floats), numeric
+    sharegpt turns: each number trains as it is written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_jsonl(tmp_path / "n.jsonl", [{"question": "1+1?", "answer": 2}, {"question": 7, "answer": -0.25}])
+    assert [c.messages[-1]["content"] for c in load(tmp_path / "n.jsonl")] == ["2", "-0.25"]
+    assert load(tmp_path / "n.jsonl")[1].messages[0]["content"] == "7"
+    pq.write_table(pa.Table.from_pylist([{"question": "a", "answer": 3.0}, {"question": "b", "answer": None},
+                                         {"question": "c", "answer": 1.5}]), tmp_path / "n.parquet")
+    with pytest.raises(DataError, match=r"n.parquet:row 2: 'answer' is missing"):
+        load(tmp_path / "n.parquet")
+    pq.write_table(pa.Table.from_pylist([{"question": "a", "answer": 3.0}, {"question": "c", "answer": 1.5}]),
+                   tmp_path / "n.parquet")
+    assert [c.messages[-1]["content"] for c in load(tmp_path / "n.parquet")] == ["3", "1.5"]
+    turns = [{"from": "human", "value": 12}, {"from": "gpt", "value": 13}]
+    write_jsonl(tmp_path / "s.jsonl", [{"conversations": turns}])
+    assert [m["content"] for m in load(tmp_path / "s.jsonl")[0].messages] == ["12", "13"]
+
+
 def test_text_format(tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a document"}])
     assert load(path) == [Document("a document", f"{path}:1")]
@@ -69,7 +90,8 @@ GOOD = '{"instruction": "Q", "output": "A"}'
     ('{"instruction": "Q", "output": "A"', "invalid JSON"),
     ('{"instruction": "Q"}', "'output' is missing"),
     ('{"instruction": "Q", "output": "  "}', "'output' is empty"),
-    ('{"instruction": "Q", "output": 42}', "'output' should be text, got int"),
+    ('{"instruction": "Q", "output": ["A"]}', "'output' should be text, got list"),
+    ('{"instruction": "Q", "answer": true}', "'answer' should be text, got bool"),  # the row's own column
     ('["Q", "A"]', "expected a JSON object"),
 ])
 def test_malformed_alpaca_row_names_its_line(tmp_path, bad_line, message):

@@ -88,7 +88,7 @@ def test_utf16_and_nul_bytes_are_not_text(tmp_path):
     (b"PK\x03\x04", "a zip archive (an Excel .xlsx?), not text; in Excel use Save As 'CSV UTF-8'"),
     (b"\xd0\xcf\x11\xe0", "an old Excel .xls"),
     (b"PAR1", "a parquet file, not text; rename it to .parquet"),
-    (b"\x1f\x8b", "gzip-compressed"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it first"),
 ])
 def test_binary_file_with_a_text_extension(tmp_path, head, says):
     (tmp_path / "data.csv").write_bytes(head + bytes(range(256)))
@@ -131,8 +131,8 @@ def test_fifo_is_refused_instead_of_blocking(tmp_path):
 
 def test_folder_entries(tmp_path):
     (tmp_path / "empty.jsonl").mkdir()  # a folder named like a file, in a dataset list
-    assert error_of(tmp_path / "empty.jsonl") == (f"{tmp_path / 'empty.jsonl'}: no .json, .jsonl, .csv, .tsv, .parquet, "
-                                                  ".txt files in this folder")
+    assert error_of(tmp_path / "empty.jsonl") == (f"{tmp_path / 'empty.jsonl'}: no .json, .jsonl, .csv, .tsv, "
+                                                  ".parquet, .txt files in this folder or its subfolders")
     folder = tmp_path / "data"
     folder.mkdir()
     write_jsonl(folder / "A.JSONL", ROWS)
@@ -366,3 +366,107 @@ def test_a_folder_saved_by_datasets_save_to_disk_is_read_as_its_rows(tmp_path):
     assert error_of(tmp_path / "no-train") == (f"{tmp_path / 'no-train'}: a saved DatasetDict without a 'train' split "
                                                f"(it has test); give one split's folder, e.g. "
                                                f"dataset={tmp_path / 'no-train' / 'test'}")
+
+
+# --- compressed files and dataset folders as the hub lays them out ------------------------------------------------
+
+def test_compressed_files_are_read_whatever_their_name(tmp_path):
+    import bz2
+    import gzip
+    import lzma
+
+    lines = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "b.csv.bz2").write_bytes(bz2.compress(b"instruction,output\nQ,A\n"))
+    (tmp_path / "c.json.xz").write_bytes(lzma.compress(json.dumps(ROWS, indent=1).encode()))
+    (tmp_path / "d.jsonl").write_bytes(gzip.compress(lines))  # a download that kept its compression
+    for name, last_line in (("a.jsonl.gz", 2), ("b.csv.bz2", 2), ("c.json.xz", 6), ("d.jsonl", 2)):
+        rows = read_rows(str(tmp_path / name))
+        assert [r for _, r in rows][-1] == ROWS[0] and rows[-1][0] == f"{tmp_path / name}:{last_line}", name
+    assert len(read_rows(str(tmp_path))) == 7  # a folder lists them too
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(lines)[:-12])
+    cut = tmp_path / "cut.jsonl.gz"
+    assert error_of(cut).startswith(f"{cut}: corrupt or truncated gzip file (")
+    (tmp_path / "x.parquet.gz").write_bytes(gzip.compress(b"PAR1"))
+    assert "a compressed parquet file" in error_of(tmp_path / "x.parquet.gz")
+    (tmp_path / "data.gz").write_bytes(gzip.compress(lines))
+    assert error_of(tmp_path / "data.gz") == (f"{tmp_path / 'data.gz'}: unsupported file type '.gz'; use .json, "
+                                              ".jsonl, .csv, .tsv, .parquet or .txt (also compressed: .gz, .bz2, .xz)")
+
+
+def rows_named(*names):
+    return [{"instruction": name, "output": "A"} for name in names]
+
+
+def test_a_folder_with_split_files_trains_on_its_train_split(tmp_path, caplog):
+    write_jsonl(tmp_path / "train.jsonl", rows_named("t1", "t2"))
+    write_jsonl(tmp_path / "test.jsonl", rows_named("x"))
+    write_jsonl(tmp_path / "latest.jsonl", rows_named("l"))  # 'test' inside a word names no split
+    with caplog.at_level(logging.INFO):
+        assert [r["instruction"] for _, r in read_rows(str(tmp_path))] == ["t1", "t2"]
+    assert "reading its train files (train.jsonl); left out latest.jsonl, test.jsonl" in caplog.text
+    spec = DataSpec(dataset=str(tmp_path), val_dataset=str(tmp_path), shuffle=False)
+    splits = load_items(spec)  # val_dataset= the same folder: its validation split, else its test split
+    assert [c.messages[0]["content"] for c in splits.val] == ["x"]
+    (tmp_path / "train.jsonl").unlink()
+    assert error_of(tmp_path) == (f"{tmp_path}: its files are named for the test split and none for train "
+                                  f"(latest.jsonl, test.jsonl); give the file to use, e.g. "
+                                  f"dataset={tmp_path / 'latest.jsonl'}")
+
+
+def test_a_hub_dataset_repository_folder(tmp_path):
+    """`hf download --repo-type dataset` or `git clone`: README.md, .git, data files in data/ named by split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "README.md").write_text("---\nconfigs:\n- config_name: default\n---\n")
+    (tmp_path / ".git" / "lfs").mkdir(parents=True)
+    write_jsonl(tmp_path / ".git" / "lfs" / "train.jsonl", rows_named("git"))  # never data
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows_named("a", "b")), tmp_path / "data" / "train-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(rows_named("c")), tmp_path / "data" / "train-00001-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(rows_named("v")), tmp_path / "data" / "validation-00000-of-00001.parquet")
+    assert [r["instruction"] for _, r in read_rows(str(tmp_path))] == ["a", "b", "c"]
+    assert [r["instruction"] for _, r in read_rows(str(tmp_path), "validation")] == ["v"]
+    # gsm8k's layout: one folder per configuration, never mixed in silence
+    for config in ("main", "socratic"):
+        write_jsonl(tmp_path / "gsm" / config / "train.jsonl", rows_named(config))
+        write_jsonl(tmp_path / "gsm" / config / "test.jsonl", rows_named("x"))
+    gsm = tmp_path / "gsm"
+    assert error_of(gsm) == (f"{gsm}: data files in 2 folders (main, socratic), likely separate configurations of the "
+                             f"dataset; give one, e.g. dataset={gsm / 'main'}, or list those to mix")
+    assert [r["instruction"] for _, r in read_rows(str(gsm / "socratic"))] == ["socratic"]
+    # a split's own folder names the split of the files in it
+    write_jsonl(tmp_path / "bysplit" / "train" / "part-1.jsonl", rows_named("p1"))
+    write_jsonl(tmp_path / "bysplit" / "dev" / "part-1.jsonl", rows_named("d1"))
+    assert [r["instruction"] for _, r in read_rows(str(tmp_path / "bysplit"))] == ["p1"]
+    assert [r["instruction"] for _, r in read_rows(str(tmp_path / "bysplit"), "validation")] == ["d1"]
+
+
+def test_a_saved_dataset_dict_gives_validation_its_own_split(tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows_named("t")),
+                          "test": datasets.Dataset.from_list(rows_named("x"))}).save_to_disk(str(tmp_path / "d"))
+    assert [r["instruction"] for _, r in read_rows(str(tmp_path / "d"), "validation")] == ["x"]
+
+
+def test_a_hub_dataset_gives_training_its_train_split_and_validation_its_own(tmp_path, monkeypatch):
+    import tunesmith.offline
+
+    repo = tmp_path / "acme-data"  # what the hub (or its cache) holds for acme/data
+    write_jsonl(repo / "train.jsonl", rows_named("t"))
+    write_jsonl(repo / "test.jsonl", rows_named("x"))
+    monkeypatch.setattr(tunesmith.offline, "cached_if_offline", lambda name, kind: str(repo))
+    assert [r["instruction"] for _, r in read_rows("acme/data")] == ["t"]
+    assert [r["instruction"] for _, r in read_rows("acme/data", "validation")] == ["x"]
+    assert [r["instruction"] for _, r in read_rows("acme/data:train", "validation")] == ["t"]  # named: that one
+    (repo / "test.jsonl").unlink()
+    assert error_of_rows("acme/data", "validation") == ("acme/data: no validation split (it has train); name one: "
+                                                       "acme/data:train")
+
+
+def error_of_rows(source, split):
+    with pytest.raises(DataError) as err:
+        read_rows(source, split)
+    return str(err.value)

@@ -57,10 +57,11 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _load(sources: list[str], spec: DataSpec, check_row: Callable[[Item], str | None] | None) -> list[Item]:
+def _load(sources: list[str], spec: DataSpec, check_row: Callable[[Item], str | None] | None,
+          split: str = "train") -> list[Item]:
     items: list[Item] = []
     for source in sources:
-        items += to_canonical(read_rows(source), spec.dataset_format, spec.columns, spec.system)
+        items += to_canonical(read_rows(source, split), spec.dataset_format, spec.columns, spec.system)
     for item in items if check_row else ():  # here, before any model or tokenizer loads
         problem = check_row(item)
         if problem:
@@ -75,7 +76,7 @@ def load_items(spec: DataSpec, check_row: Callable[[Item], str | None] | None = 
     if spec.shuffle:
         random.Random(spec.seed).shuffle(train)
     if spec.val_dataset:
-        val = _load(_as_list(spec.val_dataset), spec, check_row)
+        val = _load(_as_list(spec.val_dataset), spec, check_row, "validation")
     else:
         n_val = int(spec.val_size) if spec.val_size >= 1 else round(len(train) * spec.val_size)
         if n_val >= len(train):

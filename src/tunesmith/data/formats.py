@@ -130,18 +130,36 @@ def _rename(loc: str, obj: dict[str, Any], columns: dict[str, str]) -> dict[str,
     return obj
 
 
-def _text_field(ctx: _Ctx, obj: dict[str, Any], name: str, required: bool) -> str | None:
+def _text_field(ctx: _Ctx, obj: dict[str, Any], name: str, required: bool, column: str | None = None) -> str | None:
+    """obj[name] as text; `column`: the row's own name for it (answer for output), the one messages use."""
+    column = column or name
     value = obj.get(name)
     if value is None or (isinstance(value, float) and value != value):  # None or NaN (empty csv/parquet cell)
         if required:
-            raise ctx.fail(f"'{name}' is missing", f"add a non-empty '{name}' to this row or delete the row")
+            raise ctx.fail(f"'{column}' is missing", f"add a non-empty '{column}' to this row or delete the row")
         return None
-    if not isinstance(value, str):
-        raise ctx.fail(f"'{name}' should be text, got {type(value).__name__} {_short(value)}",
+    text = _as_text(value)
+    if text is None:
+        raise ctx.fail(f"'{column}' should be text, got {type(value).__name__} {_short(value)}",
                        "quote the value as a string")
-    if required and not value.strip():
-        raise ctx.fail(f"'{name}' is empty", f"write the {name} or delete the row")
-    return value
+    if required and not text.strip():
+        raise ctx.fail(f"'{column}' is empty", f"write the {column} or delete the row")
+    return text
+
+
+def _as_text(value: Any) -> str | None:
+    """Text, or a number written as text (GSM8K-style answers, an integer parquet column); None for anything else
+    (a bool, a list, an object: no one text it stands for)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value == value and abs(value) != float("inf"):
+        # 42.0: an integer column that had an empty cell, which pandas and parquet turn into floats
+        return str(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return None
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -154,16 +172,16 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
-    obj = dict(obj)
+    obj, column = dict(obj), {}
     for canonical, alternatives in ALIASES.items():
         if canonical not in obj:
             for alt in alternatives:
                 if alt in obj:
-                    obj[canonical] = obj[alt]
+                    obj[canonical], column[canonical] = obj[alt], alt
                     break
-    instruction = _text_field(ctx, obj, "instruction", required=True)
-    extra = _text_field(ctx, obj, "input", required=False)
-    output = _text_field(ctx, obj, "output", required=True)
+    instruction = _text_field(ctx, obj, "instruction", True, column.get("instruction"))
+    extra = _text_field(ctx, obj, "input", False, column.get("input"))
+    output = _text_field(ctx, obj, "output", True, column.get("output"))
     messages: list[dict[str, str]] = []
     history = obj.get("history") or []
     if not isinstance(history, list):
@@ -215,8 +233,9 @@ def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles:
 
 
 def _content_text(ctx: _Ctx, content: Any, turn: int) -> str:
-    if isinstance(content, str):
-        return content
+    text = _as_text(content)
+    if text is not None:
+        return text
     if isinstance(content, list):  # OpenAI content parts: keep the text parts
         parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
         if parts:

@@ -7,16 +7,20 @@ Files are read whole: every row is kept in memory for training anyway, and whole
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
+import gzip
 import io
 import json
 import logging
+import lzma
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tunesmith.errors import DataError
+from tunesmith.errors import DataError, first_line
 from tunesmith.once import log_once
 
 log = logging.getLogger(__name__)
@@ -34,25 +38,54 @@ MAGIC = (
     (b"PK\x03\x04", f"a zip archive (an Excel .xlsx?), not text; {EXCEL_CSV}, or unzip it"),
     (b"\xd0\xcf\x11\xe0", f"an old Excel .xls (or other Office) file, not text; {EXCEL_CSV}"),
     (b"PAR1", "a parquet file, not text; rename it to .parquet"),
-    (b"\x1f\x8b", "gzip-compressed; decompress it first (gunzip FILE)"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it first (unzstd FILE), or recompress it with gzip"),
 )
+# Compressed text files, recognised by their first bytes whatever their name (public datasets ship .jsonl.gz; a
+# download may keep its compression under a plain name). The format is the name's suffix under the compression one.
+COMPRESSIONS = {".gz": (b"\x1f\x8b", gzip.decompress, "gzip"),
+                ".bz2": (tuple(b"BZh%d" % level for level in range(1, 10)), bz2.decompress, "bz2"),
+                ".xz": (b"\xfd7zXZ\x00", lzma.decompress, "xz")}
 # Columns that make a JSON object a row itself rather than a wrapper around the rows ({"data": [...]}).
 ROW_KEYS = {"instruction", "prompt", "question", "input", "context", "output", "response", "completion", "answer",
             "system", "history", "conversations", "conversation", "messages", "chosen", "rejected", "text"}
 _DECODER = json.JSONDecoder()
 
 
-def read_file(path: Path) -> list[Row]:
+def data_suffix(path: Path) -> str:
+    """The suffix that names a file's format: '.jsonl' for train.jsonl and for train.jsonl.gz."""
     suffix = path.suffix.lower()
+    return Path(path.stem).suffix.lower() if suffix in COMPRESSIONS else suffix
+
+
+def is_data_file_name(name: str) -> bool:
+    return data_suffix(Path(name)) in FILE_SUFFIXES
+
+
+def read_file(path: Path) -> list[Row]:
+    suffix = data_suffix(path)
+    if suffix == ".parquet" and path.suffix.lower() in COMPRESSIONS:
+        raise DataError(f"{path}: a compressed parquet file; decompress it first (parquet compresses itself)")
     if suffix == ".parquet":
         return _read_parquet(path)
     if suffix in SPREADSHEETS:
         raise DataError(f"{path}: {SPREADSHEETS[suffix]}, not a data file tunesmith reads; {EXCEL_CSV} (or "
                         "File > Export as CSV, UTF-8) and give the .csv")
     if suffix not in TEXT_READERS:
-        raise DataError(f"{path}: unsupported file type '{path.suffix}'; use {', '.join(FILE_SUFFIXES[:-1])} or "
-                        f"{FILE_SUFFIXES[-1]}")
-    return TEXT_READERS[suffix](path, _decode(path, _read_bytes(path)))
+        shown = path.suffix if suffix == path.suffix.lower() else suffix + path.suffix
+        raise DataError(f"{path}: unsupported file type '{shown}'; use {', '.join(FILE_SUFFIXES[:-1])} or "
+                        f"{FILE_SUFFIXES[-1]} (also compressed: {', '.join(COMPRESSIONS)})")
+    return TEXT_READERS[suffix](path, _decode(path, _decompressed(path, _read_bytes(path))))
+
+
+def _decompressed(path: Path, data: bytes) -> bytes:
+    for magic, decompress, name in COMPRESSIONS.values():
+        if data.startswith(magic):
+            try:
+                return decompress(data)
+            except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:  # gzip, bz2 and xz each raise their own
+                raise DataError(f"{path}: corrupt or truncated {name} file ({first_line(e, 120)}); download or "
+                                "compress it again") from None
+    return data
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -158,7 +191,7 @@ def _read_json(path: Path, text: str) -> list[Row]:
         try:
             obj, end = _json_value(path, text, start, lines, "fix the JSON there")
         except DataError:
-            if path.suffix.lower() == ".jsonl":  # the user meant JSON lines: report the broken line
+            if data_suffix(path) == ".jsonl":  # the user meant JSON lines: report the broken line
                 raise line_error from None
             raise
         if _skip(text, end) < len(text):
@@ -259,7 +292,7 @@ def _read_csv(path: Path, text: str) -> list[Row]:
 def _delimiter(path: Path, text: str) -> str:
     """Tabs in a .tsv; in a .csv, commas unless the header has none but has semicolons (Excel's CSV where the decimal
     mark is a comma, as in most of Europe) or tabs."""
-    if path.suffix.lower() == ".tsv":
+    if data_suffix(path) == ".tsv":
         return "\t"
     header = text.split("\n", 1)[0]
     if "," not in header:

@@ -1,5 +1,10 @@
-"""Read rows from json / jsonl / csv / parquet / txt files, folders of them, a folder written by datasets'
-`save_to_disk`, or a hub dataset, remembering where each row came from.
+"""Read rows from json / jsonl / csv / parquet / txt files (also gzip/bz2/xz-compressed), folders of them, a folder
+written by datasets' `save_to_disk`, or a hub dataset, remembering where each row came from.
+
+A folder may be a dataset repository as the hub lays it out (`git clone`, `hf download --repo-type dataset`): files
+in subfolders, named by split (`data/train-00000-of-00001.parquet`, `test.jsonl`). As datasets' own `load_dataset`
+does, the split words in file and folder names decide which files are read: training reads the train files, never
+the test ones beside them.
 
 Every row is returned as `(location, dict)` where location is `path:line` (files with lines) or `path:row N`, so a
 bad row anywhere in the pipeline can be reported as exactly the place the user has to open. Decoding a file's bytes
@@ -9,19 +14,31 @@ lives in `readers`; this module decides what a `dataset=` entry names.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import stat
 from pathlib import Path
 
-from tunesmith.data.readers import FILE_SUFFIXES, Row, read_file
+from tunesmith.data.readers import FILE_SUFFIXES, Row, is_data_file_name, read_file
 from tunesmith.errors import DataError, first_line
+from tunesmith.once import log_once
 
-__all__ = ["FILE_SUFFIXES", "Row", "read_rows"]
+__all__ = ["FILE_SUFFIXES", "Row", "is_data_file_name", "read_rows"]
+log = logging.getLogger(__name__)
 # The hub's repo id rules (owner/name, letters, digits, - _ .), plus an optional split such as train or train[:10%].
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}(:[\w.%+\[\]:-]+)?")
+# Words of file and folder names that name a split, as datasets' split patterns read them (train-00000.parquet,
+# my_test_file.csv, validation/part-1.jsonl), and the splits a reader wanting one takes, best first.
+SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+               "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test",
+               "evaluation": "test"}
+TAKES = {"train": ("train",), "validation": ("validation", "test")}
 
 
-def read_rows(source: str) -> list[Row]:
+def read_rows(source: str, split: str = "train") -> list[Row]:
+    """The rows `source` names. `split` ("train" or "validation") is the part of a folder or hub dataset that holds
+    several to read; a file is read whole whatever its name."""
     try:
         path = Path(source).expanduser()
     except RuntimeError:  # ~someone whose home folder is unknown: take the path literally
@@ -38,12 +55,12 @@ def read_rows(source: str) -> list[Row]:
         raise DataError(f"{shown}: not a usable path ({getattr(e, 'strerror', None) or e}); check the "
                         "path") from None
     if mode is None:
-        if source.endswith(FILE_SUFFIXES) or "/" not in source.strip("/"):
+        if is_data_file_name(source) or "/" not in source.strip("/"):
             fix = _llamafactory_name(source) or "check the path (relative paths start at the current folder)"
             raise DataError(f"{source}: file not found; {fix}")
-        return _read_hub(source)
+        return _read_hub(source, split)
     if stat.S_ISDIR(mode):
-        return _read_folder(path)
+        return _read_folder(path, split)
     if not stat.S_ISREG(mode):  # a FIFO would block forever, a device would never end
         raise DataError(f"{path}: not a regular file (a pipe, socket or device); save the data to a file and give "
                         "its path")
@@ -53,27 +70,95 @@ def read_rows(source: str) -> list[Row]:
     return rows
 
 
-def _read_folder(path: Path) -> list[Row]:
+def _read_folder(path: Path, split: str = "train") -> list[Row]:
     if (path / "dataset_dict.json").is_file():  # datasets' DatasetDict.save_to_disk: a folder per split
-        if not (path / "train").is_dir():
-            splits = sorted(p.name for p in path.iterdir() if p.is_dir())
-            raise DataError(f"{path}: a saved DatasetDict without a 'train' split (it has {', '.join(splits) or 'none'}"
-                            f"); give one split's folder, e.g. dataset={path / (splits[0] if splits else 'train')}")
-        return _read_saved(path / "train")
+        names = sorted(p.name for p in path.iterdir() if p.is_dir())
+        chosen = _choose_split(names, split)
+        if chosen is None:
+            raise DataError(f"{path}: a saved DatasetDict without a '{split}' split (it has "
+                            f"{', '.join(names) or 'none'}); give one split's folder, e.g. "
+                            f"dataset={path / (names[0] if names else 'train')}")
+        return _read_saved(path / chosen)
     if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():  # Dataset.save_to_disk
         return _read_saved(path)
-    try:
-        entries = list(path.iterdir())
-    except PermissionError:
-        raise DataError(f"{path}: permission denied listing this folder; make it readable (chmod a+rx)") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot list this folder ({e.strerror or e}); check the path") from None
-    # Hidden files are not data: macOS '._name.jsonl' resource forks and Office '~$name.csv' lock files share the
-    # suffix of the file next to them.
-    files = sorted(p for p in entries if not p.name.startswith((".", "~$")) and p.suffix.lower() in FILE_SUFFIXES)
+    files = _data_files(path)
     if not files:
-        raise DataError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder")
-    return [row for f in files for row in read_rows(str(f))]
+        raise DataError(f"{path}: no {', '.join(FILE_SUFFIXES)} files in this folder or its subfolders")
+    return [row for f in _split_files(path, files, split) for row in read_rows(str(f))]
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The data files of a folder: those in it, or, when it holds none, those in its subfolders (a hub dataset
+    repository keeps them in data/ or in a folder per configuration). Hidden files and folders are not data: .git,
+    macOS '._name.jsonl' resource forks and Office '~$name.csv' lock files share the suffix of the file they shadow."""
+    def visible(name: str) -> bool:
+        return not name.startswith((".", "~$"))
+
+    def unlisted(e: OSError) -> DataError:
+        if isinstance(e, PermissionError):
+            return DataError(f"{e.filename or path}: permission denied listing this folder; make it readable "
+                             "(chmod a+rx)")
+        return DataError(f"{e.filename or path}: cannot list this folder ({e.strerror or e}); check the path")
+
+    try:
+        top = [p for p in path.iterdir() if visible(p.name) and is_data_file_name(p.name) and p.is_file()]
+    except OSError as e:
+        raise unlisted(e) from None
+    if top:
+        return sorted(top)
+    found = []
+    def stop(e: OSError):
+        raise unlisted(e)
+
+    for folder, subfolders, names in os.walk(path, onerror=stop):
+        subfolders[:] = sorted(d for d in subfolders if visible(d))  # never descend into .git
+        found += [Path(folder) / n for n in names if visible(n) and is_data_file_name(n)]
+    return sorted(found)
+
+
+def _split_files(folder: Path, files: list[Path], split: str) -> list[Path]:
+    """The files of `split` when names say which split each file holds; all of them when none does."""
+    named = {f: _split_of(f.relative_to(folder)) for f in files}
+    present = sorted({s for s in named.values() if s})
+    if not present:
+        chosen = files
+    else:
+        wanted = _choose_split(present, split)
+        if wanted is None:
+            kinds = f"{', '.join(present)} split{'s' * (len(present) > 1)}"
+            raise DataError(f"{folder}: its files are named for the {kinds} and none for {split} "
+                            f"({_names(folder, files)}); give the file to use, e.g. dataset={files[0]}")
+        chosen = [f for f in files if named[f] == wanted]
+        left = [f for f in files if named[f] != wanted]
+        if left:
+            log_once(log, f"{folder}: reading its {wanted} files ({_names(folder, chosen)}); left out "
+                          f"{_names(folder, left)}" + (" (val_dataset= evaluates on a validation or test split)"
+                                                       if split == "train" else ""))
+    parents = sorted({f.parent for f in chosen})
+    if len(parents) > 1:  # gsm8k's main/ and socratic/: one dataset's configurations, never meant to be mixed
+        raise DataError(f"{folder}: data files in {len(parents)} folders ({_names(folder, parents)}), likely separate "
+                        f"configurations of the dataset; give one, e.g. dataset={parents[0]}, or list those to mix")
+    return chosen
+
+
+def _split_of(relative: Path) -> str | None:
+    """The split a file's name, or else its nearest folder's name, says it holds."""
+    *folders, name = relative.parts
+    for part in (name.split(".")[0], *reversed(folders)):
+        for word in re.findall(r"[a-z]+", part.lower()):
+            if word in SPLIT_WORDS:
+                return SPLIT_WORDS[word]
+    return None
+
+
+def _choose_split(names: list[str], split: str) -> str | None:
+    by_kind = {SPLIT_WORDS.get(name.lower(), name.lower()): name for name in names}
+    return next((by_kind[kind] for kind in TAKES.get(split, (split,)) if kind in by_kind), None)
+
+
+def _names(folder: Path, paths: list[Path], limit: int = 3) -> str:
+    shown = [str(p.relative_to(folder)) for p in paths[:limit]]
+    return ", ".join(shown) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _read_saved(path: Path) -> list[Row]:
@@ -103,8 +188,9 @@ def _llamafactory_name(name: str) -> str | None:
             "LLaMA-Factory YAML itself, which reads its dataset names")
 
 
-def _read_hub(name: str) -> list[Row]:
-    """A dataset on the Hugging Face hub: `owner/name` or `owner/name:split` (works offline once cached)."""
+def _read_hub(name: str, wanted: str = "train") -> list[Row]:
+    """A dataset on the Hugging Face hub: `owner/name` or `owner/name:split` (works offline once cached). Without a
+    split, the train split, or for validation the validation split, else the test one."""
     repo, _, split = name.partition(":")
     if not HUB_NAME.fullmatch(name) or ".." in repo or "--" in repo:
         raise DataError(f"{name}: no such file or folder, and not a hub dataset name (owner/name or "
@@ -118,9 +204,14 @@ def _read_hub(name: str) -> list[Row]:
     try:
         import datasets
 
-        ds = datasets.load_dataset(source, split=split or "train")
+        ds = datasets.load_dataset(source, split=split or (wanted if wanted == "train" else None))
     except Exception as e:  # the hub client raises many types; the user needs the one line
         first = first_line(e)
         raise DataError(f"{name}: could not load the hub dataset ({first}); check the name, your network "
                         "or pass a local file") from None
+    if isinstance(ds, datasets.DatasetDict):
+        chosen = _choose_split(list(ds), wanted)
+        if chosen is None:
+            raise DataError(f"{name}: no {wanted} split (it has {', '.join(ds)}); name one: {repo}:{next(iter(ds))}")
+        ds = ds[chosen]
     return [(f"{name}:row {i + 1}", dict(obj)) for i, obj in enumerate(ds)]

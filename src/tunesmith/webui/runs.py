@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunesmith.data.readers import is_data_file_name
 from tunesmith.run import checkpoints, is_run
 from tunesmith.webui.progress import TrainProgress, read_log
 from tunesmith.webui.workspace import EXPORT_FOLDER
@@ -68,9 +69,8 @@ def loadable_models(root: str | Path) -> list[str]:
 
 def data_files(*folders: str | Path) -> list[str]:
     """Dataset and benchmark files found in `folders` (e.g. examples/data, the upload folder)."""
-    suffixes = (".json", ".jsonl", ".csv", ".parquet", ".txt")
     found = []
     for folder in map(Path, folders):
         if folder.is_dir():
-            found += sorted(str(p) for p in folder.iterdir() if p.suffix in suffixes and p.is_file())
+            found += sorted(str(p) for p in folder.iterdir() if is_data_file_name(p.name) and p.is_file())
     return found

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from tunesmith.data.readers import COMPRESSIONS, FILE_SUFFIXES
 from tunesmith.errors import TunesmithError
 from tunesmith.webui import views
 from tunesmith.webui.context import TRAIN, BusyError, Context, stamp
@@ -25,7 +26,7 @@ from tunesmith.webui.progress import loss_frame, progress_html, read_log
 from tunesmith.webui.runs import data_files
 from tunesmith.webui.train_form import WIDGET_FIELDS, field_widget, form_values, model_widgets, widget_values
 
-DATA_SUFFIXES = [".json", ".jsonl", ".csv", ".parquet", ".txt"]
+DATA_SUFFIXES = [*FILE_SUFFIXES, *COMPRESSIONS]  # what the data reader reads
 # Keys that change what Start will do (rows, steps, time): a change redraws the plan.
 PLAN_FIELDS = ("method", "stage", "dataset", "val_dataset", "val_size", "max_samples", "max_steps", "num_epochs",
                "per_device_batch_size", "gradient_accumulation_steps", "eval_steps")

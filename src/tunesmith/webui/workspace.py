@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.sources import FILE_SUFFIXES, HUB_NAME
+from tunesmith.data.sources import HUB_NAME, is_data_file_name
 from tunesmith.errors import TunesmithError
 
 # Folders under the workspace: what the Web UI keeps for itself, evaluations and exports.
@@ -186,4 +186,4 @@ class Workspace:
 
 def is_hub_name(text: str) -> bool:
     """`owner/name[:split]` as the data reader takes it for a hub dataset (never a data file's name)."""
-    return bool(HUB_NAME.fullmatch(text)) and ".." not in text and not text.lower().endswith(FILE_SUFFIXES)
+    return bool(HUB_NAME.fullmatch(text)) and ".." not in text and not is_data_file_name(text)
