@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,57 @@ def test_training_and_decoding_bound_the_caches_before_anything_loads(tiny_model
         setup.setup(None)
     assert calls == [("tunesmith.infer.loading", DECODING_ENTRIES), "load_run",
                      ("tunesmith.train.setup", TRAINING_ENTRIES), "check_output_dir"]
+
+
+# --- torch.compile's on-disk cache, one folder per CPU kind ------------------------------------------------------
+
+def test_compile_cache_gets_a_folder_per_cpu_kind_unless_the_user_chose_one(monkeypatch, tmp_path):
+    from torch._inductor.runtime.cache_dir_utils import cache_dir, default_cache_dir
+
+    from tunesmith.kernel_caches import _default_compile_cache, compile_cache_per_cpu
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    assert _default_compile_cache() == Path(os.path.abspath(default_cache_dir()))  # where inductor caches untold
+    here = compile_cache_per_cpu()
+    assert here.parent == _default_compile_cache() and here.name.startswith("cpu-")
+    assert Path(cache_dir()) == here  # inductor takes it
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(_default_compile_cache()))  # as inductor sets it on first use
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    held_to_avx2 = compile_cache_per_cpu()
+    assert held_to_avx2.parent == here.parent and held_to_avx2 != here
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_cache_per_cpu() is None and os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+COMPILED_PACKED_STEPS = """
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+from tunesmith.model.attention import use_varlen_attention
+from tunesmith.train.setup import compile_layers
+torch.manual_seed(0)
+model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=160, num_attention_heads=4,
+                                     num_key_value_heads=2, num_hidden_layers=1, vocab_size=100))
+use_varlen_attention(model)  # its row loop breaks the compiled graph in two
+compile_layers(model)
+for lengths in ([37, 60, 5], [101, 3], [19, 44, 71]):
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    out = model(input_ids=torch.randint(0, 100, (1, sum(lengths))), cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                position_ids=torch.cat([torch.arange(n) for n in lengths])[None])
+    loss = out.logits.float().square().mean()
+    assert torch.isfinite(loss), loss
+    loss.backward()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the default cache under the temp folder")
+def test_compiled_training_runs_after_another_cpu_kind_filled_the_cache(tmp_path):
+    """Kernels inductor cached while torch was held to AVX2 corrupted the heap when read back by an AVX-512 process
+    (`free(): invalid pointer`), and the other way round gave a NaN loss. Run both in turn on one temp folder."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TORCHINDUCTOR_CACHE_DIR", "ATEN_CPU_CAPABILITY")}
+    env["TMPDIR"] = str(tmp_path)
+    for held in ({"ATEN_CPU_CAPABILITY": "avx2"}, {}, {"ATEN_CPU_CAPABILITY": "avx2"}):
+        done = subprocess.run([sys.executable, "-c", COMPILED_PACKED_STEPS], env={**env, **held}, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, (held, done.stderr[-2000:])

@@ -1,4 +1,5 @@
-"""One bound on torch's CPU kernel caches, for every process that trains or decodes.
+"""One bound on torch's CPU kernel caches, for every process that trains or decodes; and torch.compile's on-disk cache
+kept apart per CPU kind.
 
 oneDNN (torch's bf16 CPU matmuls) keeps a compiled kernel per matrix shape and ideep a plan per shape, up to 1,024 of
 each by default, and never frees them. Shapes here vary all the time: packing gives nearly every training micro-batch
@@ -15,7 +16,13 @@ a new token count, and every prompt length is a new prefill shape. Measured on a
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import os
+import platform
+import re
+import tempfile
+from pathlib import Path
 
 TRAINING_ENTRIES = 64
 DECODING_ENTRIES = 256
@@ -26,3 +33,45 @@ def bound_kernel_caches(entries: int) -> None:
     kernel: call before any matmul (later calls change nothing)."""
     for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
         os.environ.setdefault(name, str(entries))
+
+
+def compile_cache_per_cpu() -> Path | None:
+    """Give torch.compile's on-disk cache a folder of its own for this CPU kind, unless the user chose one
+    (TORCHINDUCTOR_CACHE_DIR); returns the folder it set. Call before the first compile.
+
+    Inductor writes CPU kernels for the vector width of the CPU it compiles on, and its cache (by default
+    /tmp/torchinductor_USER) does not tell CPU kinds apart: a virtual machine image, a container or a shared home
+    folder that carries the cache to another CPU gets another CPU's kernels. Measured with torch 2.13 on an AMD EPYC
+    (avx512), LoRA on a model whose attention breaks the compiled graph: kernels cached under
+    ATEN_CPU_CAPABILITY=avx2 (8 floats per vector) and run with AVX-512 (16) corrupted the heap, `free(): invalid
+    pointer`; kernels cached with AVX-512 and run held to AVX2 gave a NaN loss at the first step."""
+    default = _default_compile_cache()
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen and os.path.abspath(chosen) != str(default):  # inductor writes its default there once it is imported
+        return None
+    folder = default / f"cpu-{cpu_kind()}"
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return folder
+
+
+def _default_compile_cache() -> Path:
+    """Where inductor caches when not told (torch._inductor.runtime.cache_dir_utils.default_cache_dir)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError, ModuleNotFoundError):
+        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
+    safe = re.sub(r'[\\/:*?"<>|]', "_", user)
+    return Path(os.path.abspath(tempfile.gettempdir())) / f"torchinductor_{safe}"
+
+
+def cpu_kind() -> str:
+    """A short name for what compiled CPU code depends on: the instruction-set flags and the instruction set torch is
+    held to (ATEN_CPU_CAPABILITY)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith(("flags", "Features"))),
+                     "")
+    except OSError:  # not Linux: the processor's name is what there is
+        flags = platform.processor()
+    described = f"{platform.machine()}|{' '.join(sorted(flags.split()))}|{os.environ.get('ATEN_CPU_CAPABILITY', '')}"
+    return hashlib.sha256(described.encode()).hexdigest()[:12]

@@ -18,7 +18,7 @@ from tunesmith.data.dataset import DataSpec, load_items, unfilled_placeholders
 from tunesmith.data.packing import Example, MicroBatch
 from tunesmith.data.templates import Template, get_template
 from tunesmith.errors import ConfigError
-from tunesmith.kernel_caches import TRAINING_ENTRIES, bound_kernel_caches
+from tunesmith.kernel_caches import TRAINING_ENTRIES, bound_kernel_caches, compile_cache_per_cpu
 from tunesmith.model.attention import plan_cpu_attention, use_varlen_attention, wants_varlen
 from tunesmith.model.loader import load_model, load_tokenizer, resolve_model
 from tunesmith.model.methods import get_method
@@ -234,5 +234,8 @@ def compile_layers(model) -> None:
     if layers is None:
         raise ConfigError("config: torch_compile=true needs a model with decoder layers (model.layers); "
                           "set torch_compile=false")
+    folder = compile_cache_per_cpu()
+    if folder is not None:
+        log.info("torch.compile's cache for this CPU kind: %s", folder)
     for layer in layers:
         layer.compile(dynamic=True)
