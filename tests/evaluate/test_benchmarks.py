@@ -152,6 +152,16 @@ def test_public_benchmarks_are_read_as_published(tmp_path, name, rows, expected)
     assert [(i.question, i.choices, i.answer) for i in load_benchmark(str(path)).items] == expected
 
 
+def test_a_downloaded_benchmark_folder_is_scored_on_its_test_split(tmp_path):
+    """As `hf download --repo-type dataset` lays out gsm8k: train and test files side by side (a dev/val split stands in
+    where there is no test one)."""
+    write_jsonl(tmp_path / "gsm" / "main" / "train-00000-of-00001.jsonl", [{"question": "1+1?", "answer": "#### 2"}])
+    write_jsonl(tmp_path / "gsm" / "main" / "test-00000-of-00001.jsonl", [{"question": "2+2?", "answer": "#### 4"}])
+    assert [i.answer for i in load_benchmark(str(tmp_path / "gsm")).items] == ["4"]
+    write_jsonl(tmp_path / "kmmlu" / "dev.jsonl", [{"question": "q", "choices": ["x", "y"], "answer": "A"}])
+    assert [i.answer for i in load_benchmark(str(tmp_path / "kmmlu")).items] == ["A"]
+
+
 def test_a_headerless_mmlu_csv_is_told_to_add_its_header(tmp_path):
     (tmp_path / "test.csv").write_text("2+2?,3,4,5,6,B\nCapital?,Paris,Rome,Berlin,Madrid,A\n", encoding="utf-8")
     with pytest.raises(DataError, match=r":2: .*add a header line such as question,A,B,C,D,answer"):

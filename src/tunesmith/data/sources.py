@@ -33,12 +33,12 @@ HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}(:[\w.%+\
 SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test",
                "evaluation": "test"}
-TAKES = {"train": ("train",), "validation": ("validation", "test")}
+TAKES = {"train": ("train",), "validation": ("validation", "test"), "test": ("test", "validation")}
 
 
 def read_rows(source: str, split: str = "train") -> list[Row]:
-    """The rows `source` names. `split` ("train" or "validation") is the part of a folder or hub dataset that holds
-    several to read; a file is read whole whatever its name."""
+    """The rows `source` names. `split` ("train", "validation" for a validation set, "test" for a benchmark) is the
+    part of a folder or hub dataset that holds several to read; a file is read whole whatever its name."""
     try:
         path = Path(source).expanduser()
     except RuntimeError:  # ~someone whose home folder is unknown: take the path literally
@@ -190,7 +190,7 @@ def _llamafactory_name(name: str) -> str | None:
 
 def _read_hub(name: str, wanted: str = "train") -> list[Row]:
     """A dataset on the Hugging Face hub: `owner/name` or `owner/name:split` (works offline once cached). Without a
-    split, the train split, or for validation the validation split, else the test one."""
+    split, the one `wanted` names, or its stand-in (TAKES)."""
     repo, _, split = name.partition(":")
     if not HUB_NAME.fullmatch(name) or ".." in repo or "--" in repo:
         raise DataError(f"{name}: no such file or folder, and not a hub dataset name (owner/name or "

@@ -97,7 +97,7 @@ def _prompt_only(location: str, row: dict) -> Prompt:
 
 
 def load_prompts(path: str, max_prompts: int | None = None) -> list[Prompt]:
-    rows = read_rows(path)
+    rows = read_rows(path, "test")
     first = rows[0][1]
     if _is_benchmark(first):
         bench = load_benchmark(path)

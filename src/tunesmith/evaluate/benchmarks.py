@@ -141,7 +141,7 @@ def _parse_row(location: str, row: dict) -> tuple[str, Item]:
 
 def load_benchmark(path: str, few_shot: int = 0, max_samples: int | None = None) -> Benchmark:
     kind, items = None, []
-    for location, row in read_rows(path):
+    for location, row in read_rows(path, "test"):
         row_kind, item = _parse_row(location, row)
         if kind is None:
             kind = row_kind

@@ -46,7 +46,7 @@ TOKEN_BUDGET = 4096
 
 
 def load_dataset_items(path: str, max_samples: int | None = None) -> list:
-    items = to_canonical(read_rows(path))
+    items = to_canonical(read_rows(path, "validation"))
     for item in items:
         if isinstance(item, Preference):
             raise DataError(f"{item.location}: preference rows have no single answer to measure loss on; give "
