@@ -76,6 +76,27 @@ def test_numbers_are_text_where_text_is_expected(tmp_path):
     assert [m["content"] for m in load(tmp_path / "s.jsonl")[0].messages] == ["12", "13"]
 
 
+def test_public_datasets_column_names_and_turns_without_roles(tmp_path):
+    """OpenOrca (system_prompt, question, response), MetaMathQA (query, response), LIMA (a list of texts) and
+    Capybara ([{input, output}]): read as published, the system prompt kept."""
+    orca_row = {"id": "1", "system_prompt": "Be brief.", "question": "Q1", "response": "A1"}
+    write_jsonl(tmp_path / "orca.jsonl", [orca_row])
+    [orca] = load(tmp_path / "orca.jsonl")
+    assert (orca.system, orca.messages) == ("Be brief.", EXPECTED)
+    write_jsonl(tmp_path / "mm.jsonl", [{"query": "Q1", "response": "A1", "type": "GSM_Rephrased"}])
+    assert load(tmp_path / "mm.jsonl")[0].messages == EXPECTED
+    turns = ["Q1", "A1", "Q2", "A2"]
+    write_jsonl(tmp_path / "lima.jsonl", [{"conversations": turns, "source": "stackexchange"}])
+    write_jsonl(tmp_path / "capy.jsonl", [{"conversation": [{"input": "Q1", "output": "A1"},
+                                                             {"input": "Q2", "output": "A2"}]}])
+    for name in ("lima.jsonl", "capy.jsonl"):
+        [conv] = load(tmp_path / name)
+        assert [m["content"] for m in conv.messages] == turns and conv.messages[:2] == EXPECTED, name
+    write_jsonl(tmp_path / "odd.jsonl", [{"conversations": ["Q1", "A1", "Q2"]}])
+    with pytest.raises(DataError, match="odd.jsonl:1: the conversation does not end with an answer"):
+        load(tmp_path / "odd.jsonl")
+
+
 def test_text_format(tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a document"}])
     assert load(path) == [Document("a document", f"{path}:1")]

@@ -3,8 +3,10 @@ or, for pretraining, a `Document`. Bad rows stop here, before any model is loade
 
 Formats (auto-detected from the first row's columns, or forced with `dataset_format`):
 - alpaca:   instruction, input (optional), output, system (optional), history (optional [[q, a], ...]).
-            Also accepted: prompt/question for instruction, context for input, response/completion/answer for output.
-- sharegpt: conversations: [{from: human|gpt|system, value}], system (optional).
+            Also accepted (ALIASES): prompt/question/query for instruction, context for input,
+            response/completion/answer for output, system_prompt for system.
+- sharegpt: conversations: [{from: human|gpt|system, value}], system (optional). Turns without roles are read
+            as LIMA and Capybara publish them: a list of texts (user first), or [{input, output}] exchanges.
 - openai:   messages: [{role: system|user|assistant, content}] (also under conversations, or conversation as in
             lmsys-chat-1m and WildChat).
 - text:     text (raw documents, for pretraining).
@@ -25,7 +27,10 @@ from typing import Any
 from tunesmith.data.sources import Row
 from tunesmith.errors import DataError
 
-ALIASES = {"instruction": ("prompt", "question"), "input": ("context",), "output": ("response", "completion", "answer")}
+# Other names public datasets give these columns: Dolly (context, response), GSM8K (question, answer), MetaMathQA
+# (query), OpenOrca (system_prompt, question, response), OpenAI's legacy fine-tuning files (prompt, completion).
+ALIASES = {"instruction": ("prompt", "question", "query"), "input": ("context",),
+           "output": ("response", "completion", "answer"), "system": ("system_prompt",)}
 SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
     "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system",
@@ -193,7 +198,7 @@ def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
         messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     messages += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    return Conversation(messages, _text_field(ctx, obj, "system", required=False), ctx.location)
+    return Conversation(messages, _text_field(ctx, obj, "system", False, column.get("system")), ctx.location)
 
 
 def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Conversation:
@@ -245,9 +250,22 @@ def _content_text(ctx: _Ctx, content: Any, turn: int) -> str:
 
 def _sharegpt(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
     key = next((k for k in TURN_KEYS if k in obj), TURN_KEYS[0])
-    conv = _turns(ctx, obj.get(key), key, "from", "value", SHAREGPT_ROLES)
-    conv.system = conv.system or _text_field(ctx, obj, "system", required=False)
+    conv = _turns(ctx, _with_roles(obj.get(key)), key, "from", "value", SHAREGPT_ROLES)
+    system = "system" if "system" in obj else "system_prompt"
+    conv.system = conv.system or _text_field(ctx, obj, system, required=False)
     return conv
+
+
+def _with_roles(turns: Any) -> Any:
+    """Turns published without roles, as sharegpt turns: LIMA's list of texts (user, assistant, user, ...) and
+    Capybara's [{input, output}] exchanges. Anything else is returned as it is, for _turns to check."""
+    if not isinstance(turns, list) or not turns:
+        return turns
+    if all(isinstance(t, str) for t in turns):
+        return [{"from": "human" if i % 2 == 0 else "gpt", "value": t} for i, t in enumerate(turns)]
+    if all(isinstance(t, dict) and {"input", "output"} <= set(t) and "from" not in t for t in turns):
+        return [{"from": role, "value": t[key]} for t in turns for role, key in (("human", "input"), ("gpt", "output"))]
+    return turns
 
 
 def _openai(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:

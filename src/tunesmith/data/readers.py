@@ -46,8 +46,9 @@ COMPRESSIONS = {".gz": (b"\x1f\x8b", gzip.decompress, "gzip"),
                 ".bz2": (tuple(b"BZh%d" % level for level in range(1, 10)), bz2.decompress, "bz2"),
                 ".xz": (b"\xfd7zXZ\x00", lzma.decompress, "xz")}
 # Columns that make a JSON object a row itself rather than a wrapper around the rows ({"data": [...]}).
-ROW_KEYS = {"instruction", "prompt", "question", "input", "context", "output", "response", "completion", "answer",
-            "system", "history", "conversations", "conversation", "messages", "chosen", "rejected", "text"}
+ROW_KEYS = {"instruction", "prompt", "question", "query", "input", "context", "output", "response", "completion",
+            "answer", "system", "system_prompt", "history", "conversations", "conversation", "messages", "chosen",
+            "rejected", "text"}
 _DECODER = json.JSONDecoder()
 
 
