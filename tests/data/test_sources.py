@@ -428,6 +428,13 @@ def test_a_hub_dataset_repository_folder(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows_named("v")), tmp_path / "data" / "validation-00000-of-00001.parquet")
     assert [r["instruction"] for _, r in read_rows(str(tmp_path))] == ["a", "b", "c"]
     assert [r["instruction"] for _, r in read_rows(str(tmp_path), "validation")] == ["v"]
+    # ultrafeedback_binarized: several train splits, each named in its shards' names, never mixed in silence
+    for name in ("train_prefs", "train_sft", "test_prefs"):
+        write_jsonl(tmp_path / "uf" / "data" / f"{name}-00000-of-00001.jsonl", rows_named(name))
+    uf = tmp_path / "uf"
+    assert error_of(uf) == (f"{uf}: 2 train splits (train_prefs, train_sft); give the files of one, e.g. "
+                            f"dataset={uf / 'data' / 'train_prefs-00000-of-00001.jsonl'}")
+    assert [r["instruction"] for _, r in read_rows(str(uf), "validation")] == ["test_prefs"]
     # gsm8k's layout: one folder per configuration, never mixed in silence
     for config in ("main", "socratic"):
         write_jsonl(tmp_path / "gsm" / config / "train.jsonl", rows_named(config))

@@ -33,6 +33,8 @@ HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}(:[\w.%+\
 SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test",
                "evaluation": "test"}
+# The hub's shard names: SPLIT-00000-of-00002.parquet.
+SHARD = re.compile(r"(.+)-\d{5}-of-\d{5}")
 TAKES = {"train": ("train",), "validation": ("validation", "test"), "test": ("test", "validation")}
 
 
@@ -134,6 +136,10 @@ def _split_files(folder: Path, files: list[Path], split: str) -> list[Path]:
             log_once(log, f"{folder}: reading its {wanted} files ({_names(folder, chosen)}); left out "
                           f"{_names(folder, left)}" + (" (val_dataset= evaluates on a validation or test split)"
                                                        if split == "train" else ""))
+    splits = sorted({m[1] for f in chosen if (m := SHARD.fullmatch(f.name.split(".")[0]))})
+    if len(splits) > 1:  # ultrafeedback_binarized: train_prefs, train_sft and train_gen hold the same prompts
+        raise DataError(f"{folder}: {len(splits)} {split} splits ({', '.join(splits)}); give the files of one, e.g. "
+                        f"dataset={next(f for f in chosen if f.name.startswith(splits[0] + '-'))}")
     parents = sorted({f.parent for f in chosen})
     if len(parents) > 1:  # gsm8k's main/ and socratic/: one dataset's configurations, never meant to be mixed
         raise DataError(f"{folder}: data files in {len(parents)} folders ({_names(folder, parents)}), likely separate "
