@@ -67,8 +67,10 @@ class TrainConfig:
     stage: str = _f("sft", "sft (instructions/chat), pt (raw text), rm (reward model), dpo (preference pairs).",
                     STAGES)
     method: str = _f("lora", "How weights are trained: full, freeze (last layers), lora, dora, qlora.", METHODS)
-    dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, tsv, parquet, txt) or a hub dataset.")
-    val_dataset: str | list[str] | None = _f(None, "Separate validation data; overrides val_size.")
+    dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, tsv, parquet, txt; also "
+                                                ".gz/.bz2/.xz), a folder (its train files) or a hub dataset.")
+    val_dataset: str | list[str] | None = _f(None, "Separate validation data (of a folder or hub dataset: its "
+                                                    "validation split, else its test one); overrides val_size.")
     val_size: float = _f(0.0, "Validation split: a fraction (<1) or a row count (>=1) taken from `dataset`.")
     dataset_format: str = _f("auto", "Row format; auto-detected from the columns.", FORMATS)
     columns: dict[str, str] = _f({}, "Column mapping, canonical name -> your column, e.g. {instruction: question}.")
