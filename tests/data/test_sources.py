@@ -404,14 +404,15 @@ def test_a_folder_with_split_files_trains_on_its_train_split(tmp_path, caplog):
     write_jsonl(tmp_path / "latest.jsonl", rows_named("l"))  # 'test' inside a word names no split
     with caplog.at_level(logging.INFO):
         assert [r["instruction"] for _, r in read_rows(str(tmp_path))] == ["t1", "t2"]
-    assert "reading its train files (train.jsonl); left out latest.jsonl, test.jsonl" in caplog.text
+    assert "reading train.jsonl; left out latest.jsonl, test.jsonl" in caplog.text
     spec = DataSpec(dataset=str(tmp_path), val_dataset=str(tmp_path), shuffle=False)
     splits = load_items(spec)  # val_dataset= the same folder: its validation split, else its test split
     assert [c.messages[0]["content"] for c in splits.val] == ["x"]
-    (tmp_path / "train.jsonl").unlink()
+    (tmp_path / "train.jsonl").unlink()  # no train file: the files no split names, never the test one
+    assert [r["instruction"] for _, r in read_rows(str(tmp_path))] == ["l"]
+    (tmp_path / "latest.jsonl").unlink()
     assert error_of(tmp_path) == (f"{tmp_path}: its files are named for the test split and none for train "
-                                  f"(latest.jsonl, test.jsonl); give the file to use, e.g. "
-                                  f"dataset={tmp_path / 'latest.jsonl'}")
+                                  f"(test.jsonl); give the file to use, e.g. dataset={tmp_path / 'test.jsonl'}")
 
 
 def test_a_hub_dataset_repository_folder(tmp_path):

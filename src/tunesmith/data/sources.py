@@ -108,10 +108,10 @@ def _data_files(path: Path) -> list[Path]:
         raise unlisted(e) from None
     if top:
         return sorted(top)
-    found = []
     def stop(e: OSError):
         raise unlisted(e)
 
+    found = []
     for folder, subfolders, names in os.walk(path, onerror=stop):
         subfolders[:] = sorted(d for d in subfolders if visible(d))  # never descend into .git
         found += [Path(folder) / n for n in names if visible(n) and is_data_file_name(n)]
@@ -119,23 +119,20 @@ def _data_files(path: Path) -> list[Path]:
 
 
 def _split_files(folder: Path, files: list[Path], split: str) -> list[Path]:
-    """The files of `split` when names say which split each file holds; all of them when none does."""
+    """The files of `split` when names say which split each file holds; all of them when none does. Training without
+    train-named files takes the unnamed ones (alpaca_data.json beside eval.jsonl)."""
     named = {f: _split_of(f.relative_to(folder)) for f in files}
     present = sorted({s for s in named.values() if s})
-    if not present:
-        chosen = files
-    else:
-        wanted = _choose_split(present, split)
-        if wanted is None:
-            kinds = f"{', '.join(present)} split{'s' * (len(present) > 1)}"
-            raise DataError(f"{folder}: its files are named for the {kinds} and none for {split} "
-                            f"({_names(folder, files)}); give the file to use, e.g. dataset={files[0]}")
-        chosen = [f for f in files if named[f] == wanted]
-        left = [f for f in files if named[f] != wanted]
-        if left:
-            log_once(log, f"{folder}: reading its {wanted} files ({_names(folder, chosen)}); left out "
-                          f"{_names(folder, left)}" + (" (val_dataset= evaluates on a validation or test split)"
-                                                       if split == "train" else ""))
+    wanted = _choose_split(present, split)
+    if wanted is None and present and not (split == "train" and None in named.values()):
+        kinds = f"{', '.join(present)} split{'s' * (len(present) > 1)}"
+        raise DataError(f"{folder}: its files are named for the {kinds} and none for {split} "
+                        f"({_names(folder, files)}); give the file to use, e.g. dataset={files[0]}")
+    chosen = [f for f in files if named[f] == wanted]  # wanted None: the files no split word names
+    left = [f for f in files if f not in chosen]
+    if left:
+        log_once(log, f"{folder}: reading {_names(folder, chosen)}; left out {_names(folder, left)}"
+                      + (" (val_dataset= evaluates on a validation or test split)" if split == "train" else ""))
     splits = sorted({m[1] for f in chosen if (m := SHARD.fullmatch(f.name.split(".")[0]))})
     if len(splits) > 1:  # ultrafeedback_binarized: train_prefs, train_sft and train_gen hold the same prompts
         raise DataError(f"{folder}: {len(splits)} {split} splits ({', '.join(splits)}); give the files of one, e.g. "
