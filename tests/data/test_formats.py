@@ -100,6 +100,11 @@ def test_public_datasets_column_names_and_turns_without_roles(tmp_path):
 def test_text_format(tmp_path):
     path = write_jsonl(tmp_path / "t.jsonl", [{"text": "a document"}])
     assert load(path) == [Document("a document", f"{path}:1")]
+    write_jsonl(tmp_path / "code.jsonl", [{"content": "def f():\n    pass\n", "lang": "Python"}])  # The Stack
+    assert load(tmp_path / "code.jsonl") == [Document("def f():\n    pass\n", f"{tmp_path / 'code.jsonl'}:1")]
+    write_jsonl(tmp_path / "flat.jsonl", [{"role": "user", "content": "hi"}])  # one message per line: not documents
+    with pytest.raises(DataError, match="cannot tell the data format"):
+        load(tmp_path / "flat.jsonl")
     (tmp_path / "t.txt").write_text("doc one\nline two\n\ndoc two\n")
     assert [d.text for d in load(tmp_path / "t.txt")] == ["doc one\nline two", "doc two"]
 

@@ -9,7 +9,7 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
             as LIMA and Capybara publish them: a list of texts (user first), or [{input, output}] exchanges.
 - openai:   messages: [{role: system|user|assistant, content}] (also under conversations, or conversation as in
             lmsys-chat-1m and WildChat).
-- text:     text (raw documents, for pretraining).
+- text:     text, or content as code corpora name it (raw documents, for pretraining).
 - preference (stages rm, dpo): chosen + rejected answers to a prompt given as `prompt` (text or a list of
             messages), `instruction`/`input`, or `messages`/`conversations` ending with a user turn. chosen/rejected
             are text, a message {role/from, content/value}, or (TRL style) whole conversations sharing the prompt,
@@ -90,8 +90,8 @@ def detect_format(row: dict[str, Any]) -> str:
     keys = set(row)
     if ({"instruction", *ALIASES["instruction"]} & keys) and ({"output", *ALIASES["output"]} & keys):
         return "alpaca"
-    if "text" in keys:
-        return "text"
+    if "text" in keys or ("content" in keys and "role" not in keys):  # content: code corpora (The Stack)
+        return "text"  # (a message of a conversation, {role, content}, is not a document)
     return "unknown"
 
 
@@ -274,7 +274,8 @@ def _openai(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
 
 
 def _text(ctx: _Ctx, obj: dict[str, Any]) -> Document:
-    return Document(_text_field(ctx, obj, "text", required=True) or "", ctx.location)
+    column = "text" if "text" in obj or "content" not in obj else "content"
+    return Document(_text_field(ctx, obj, column, required=True) or "", ctx.location)
 
 
 def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:
