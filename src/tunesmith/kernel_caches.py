@@ -16,12 +16,9 @@ a new token count, and every prompt length is a new prefill shape. Measured on a
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import platform
-import re
-import tempfile
 from pathlib import Path
 
 TRAINING_ENTRIES = 64
@@ -55,23 +52,18 @@ def compile_cache_per_cpu() -> Path | None:
 
 
 def _default_compile_cache() -> Path:
-    """Where inductor caches when not told (torch._inductor.runtime.cache_dir_utils.default_cache_dir)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError, ModuleNotFoundError):
-        user = f"uid_{os.getuid()}" if hasattr(os, "getuid") else "unknown_user"
-    safe = re.sub(r'[\\/:*?"<>|]', "_", user)
-    return Path(os.path.abspath(tempfile.gettempdir())) / f"torchinductor_{safe}"
+    """Where inductor caches when not told: its own rule (an internal module; tests/test_kernel_caches.py fails loudly
+    if it moves)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return Path(os.path.abspath(default_cache_dir()))
 
 
 def cpu_kind() -> str:
     """A short name for what compiled CPU code depends on: the instruction-set flags and the instruction set torch is
     held to (ATEN_CPU_CAPABILITY)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        flags = next((line.split(":", 1)[1] for line in text.splitlines() if line.startswith(("flags", "Features"))),
-                     "")
-    except OSError:  # not Linux: the processor's name is what there is
-        flags = platform.processor()
-    described = f"{platform.machine()}|{' '.join(sorted(flags.split()))}|{os.environ.get('ATEN_CPU_CAPABILITY', '')}"
+    from tunesmith.model.loader import cpu_flags
+
+    flags = " ".join(sorted(cpu_flags())) or platform.processor()  # not Linux: the processor's name is what there is
+    described = f"{platform.machine()}|{flags}|{os.environ.get('ATEN_CPU_CAPABILITY', '')}"
     return hashlib.sha256(described.encode()).hexdigest()[:12]

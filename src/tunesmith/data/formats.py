@@ -28,9 +28,10 @@ from tunesmith.data.sources import Row
 from tunesmith.errors import DataError
 
 # Other names public datasets give these columns: Dolly (context, response), GSM8K (question, answer), MetaMathQA
-# (query), OpenOrca (system_prompt, question, response), OpenAI's legacy fine-tuning files (prompt, completion).
+# (query), OpenOrca (system_prompt, question, response), OpenAI's legacy fine-tuning files (prompt, completion),
+# code corpora such as The Stack (content).
 ALIASES = {"instruction": ("prompt", "question", "query"), "input": ("context",),
-           "output": ("response", "completion", "answer"), "system": ("system_prompt",)}
+           "output": ("response", "completion", "answer"), "system": ("system_prompt",), "text": ("content",)}
 SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
     "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system",
@@ -135,10 +136,14 @@ def _rename(loc: str, obj: dict[str, Any], columns: dict[str, str]) -> dict[str,
     return obj
 
 
-def _text_field(ctx: _Ctx, obj: dict[str, Any], name: str, required: bool, column: str | None = None) -> str | None:
-    """obj[name] as text; `column`: the row's own name for it (answer for output), the one messages use."""
-    column = column or name
-    value = obj.get(name)
+def _column(obj: dict[str, Any], canonical: str) -> str:
+    """The row's own name for a canonical column: itself, or the first of its ALIASES the row has."""
+    return next((name for name in (canonical, *ALIASES.get(canonical, ())) if name in obj), canonical)
+
+
+def _text_field(ctx: _Ctx, obj: dict[str, Any], column: str, required: bool) -> str | None:
+    """obj[column] as text (a number is written out); messages name `column`, the row's own name for it."""
+    value = obj.get(column)
     if value is None or (isinstance(value, float) and value != value):  # None or NaN (empty csv/parquet cell)
         if required:
             raise ctx.fail(f"'{column}' is missing", f"add a non-empty '{column}' to this row or delete the row")
@@ -177,16 +182,9 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
-    obj, column = dict(obj), {}
-    for canonical, alternatives in ALIASES.items():
-        if canonical not in obj:
-            for alt in alternatives:
-                if alt in obj:
-                    obj[canonical], column[canonical] = obj[alt], alt
-                    break
-    instruction = _text_field(ctx, obj, "instruction", True, column.get("instruction"))
-    extra = _text_field(ctx, obj, "input", False, column.get("input"))
-    output = _text_field(ctx, obj, "output", True, column.get("output"))
+    instruction = _text_field(ctx, obj, _column(obj, "instruction"), required=True)
+    extra = _text_field(ctx, obj, _column(obj, "input"), required=False)
+    output = _text_field(ctx, obj, _column(obj, "output"), required=True)
     messages: list[dict[str, str]] = []
     history = obj.get("history") or []
     if not isinstance(history, list):
@@ -198,7 +196,7 @@ def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
         messages += [{"role": "user", "content": turn[0]}, {"role": "assistant", "content": turn[1]}]
     user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
     messages += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    return Conversation(messages, _text_field(ctx, obj, "system", False, column.get("system")), ctx.location)
+    return Conversation(messages, _text_field(ctx, obj, _column(obj, "system"), required=False), ctx.location)
 
 
 def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Conversation:
@@ -251,8 +249,7 @@ def _content_text(ctx: _Ctx, content: Any, turn: int) -> str:
 def _sharegpt(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
     key = next((k for k in TURN_KEYS if k in obj), TURN_KEYS[0])
     conv = _turns(ctx, _with_roles(obj.get(key)), key, "from", "value", SHAREGPT_ROLES)
-    system = "system" if "system" in obj else "system_prompt"
-    conv.system = conv.system or _text_field(ctx, obj, system, required=False)
+    conv.system = conv.system or _text_field(ctx, obj, _column(obj, "system"), required=False)
     return conv
 
 
@@ -274,8 +271,7 @@ def _openai(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
 
 
 def _text(ctx: _Ctx, obj: dict[str, Any]) -> Document:
-    column = "text" if "text" in obj or "content" not in obj else "content"
-    return Document(_text_field(ctx, obj, column, required=True) or "", ctx.location)
+    return Document(_text_field(ctx, obj, _column(obj, "text"), required=True) or "", ctx.location)
 
 
 def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:

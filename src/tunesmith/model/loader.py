@@ -236,11 +236,18 @@ def _bf16_instructions() -> bool:
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # a torch without the probe
-        try:
-            flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-        except (OSError, StopIteration):
-            return False
-        return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+        return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's instruction-set flags as the kernel lists them ('flags' on x86, 'Features' on ARM); none where there is
+    no /proc/cpuinfo."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return frozenset()
+    line = next((line for line in lines if line.startswith(("flags", "Features"))), ":")
+    return frozenset(line.split(":", 1)[1].split())
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
