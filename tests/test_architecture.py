@@ -18,12 +18,13 @@ ALLOWED = {
     "errors": set(),
     "registry": set(),
     "webserver": {"errors"},  # uvicorn in a thread, for serve and the Web UI
-    "kernel_caches": set(),  # the bound on torch's CPU kernel caches, set by every process that trains or decodes
+    "cpu": set(),  # the CPU's instruction-set flags
+    "kernel_caches": {"cpu"},  # the bound on torch's CPU kernel caches, set by every process that trains or decodes
     "extras": {"errors"},
     "once": set(),  # log lines said once per process
     "offline": {"once"},  # hub ids when the hub cannot be reached: for model and dataset ids and hub uploads
     "data": {"errors", "offline", "once"},
-    "model": {"errors", "extras", "data", "registry", "offline"},
+    "model": {"errors", "cpu", "extras", "data", "registry", "offline"},
     "stages": {"errors", "data", "model", "registry"},
     "llamafactory": {"errors", "data", "once"},  # LLaMA-Factory's YAML and dataset_info.json, read for config
     "config": {"errors", "data", "model", "stages", "llamafactory"},  # + the template, method and stage names

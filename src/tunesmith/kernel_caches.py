@@ -21,6 +21,8 @@ import os
 import platform
 from pathlib import Path
 
+from tunesmith.cpu import cpu_flags
+
 TRAINING_ENTRIES = 64
 DECODING_ENTRIES = 256
 
@@ -62,8 +64,6 @@ def _default_compile_cache() -> Path:
 def cpu_kind() -> str:
     """A short name for what compiled CPU code depends on: the instruction-set flags and the instruction set torch is
     held to (ATEN_CPU_CAPABILITY)."""
-    from tunesmith.model.loader import cpu_flags
-
     flags = " ".join(sorted(cpu_flags())) or platform.processor()  # not Linux: the processor's name is what there is
     described = f"{platform.machine()}|{flags}|{os.environ.get('ATEN_CPU_CAPABILITY', '')}"
     return hashlib.sha256(described.encode()).hexdigest()[:12]

@@ -26,6 +26,7 @@ try:
 except ImportError:  # Windows: no advisory locks; conversions there are not concurrent-safe
     fcntl = None
 
+from tunesmith.cpu import cpu_flags
 from tunesmith.errors import ConfigError, ModelError, first_line
 from tunesmith.extras import require
 
@@ -238,16 +239,6 @@ def _bf16_instructions() -> bool:
     except AttributeError:  # a torch without the probe
         return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU's instruction-set flags as the kernel lists them ('flags' on x86, 'Features' on ARM); none where there is
-    no /proc/cpuinfo."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return frozenset()
-    line = next((line for line in lines if line.startswith(("flags", "Features"))), ":")
-    return frozenset(line.split(":", 1)[1].split())
 
 
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
