@@ -25,7 +25,7 @@ ALLOWED = {
     "offline": {"once"},  # hub ids when the hub cannot be reached: for model and dataset ids and hub uploads
     "data": {"errors", "offline", "once"},
     "model": {"errors", "cpu", "extras", "data", "registry", "offline"},
-    "stages": {"errors", "data", "model", "registry"},
+    "stages": {"errors", "data", "model", "registry", "once"},
     "llamafactory": {"errors", "data", "once"},  # LLaMA-Factory's YAML and dataset_info.json, read for config
     "config": {"errors", "data", "model", "stages", "llamafactory"},  # + the template, method and stage names
     "run": {"errors", "config", "model", "llamafactory"},  # a config file named as a model

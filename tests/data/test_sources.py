@@ -334,14 +334,14 @@ PREFS = [{"prompt": "Q", "chosen": "good", "rejected": "bad"}] * 3
 def test_stage_mismatch_stops_before_any_model(tmp_path, stage, rows, says):
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     with pytest.raises(DataError) as err:
-        load_items(DataSpec(dataset=str(path)), get_stage(stage, TrainConfig()).check_row)
+        load_items(DataSpec(dataset=str(path)), get_stage(stage, TrainConfig()).checked)
     assert str(err.value).startswith(f"{path}:1: {says}")
 
 
 def test_preference_mapped_to_output_trains_with_sft(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", PREFS)
     sft = get_stage("sft", TrainConfig())
-    splits = load_items(DataSpec(dataset=str(path), columns={"output": "chosen"}), sft.check_row)
+    splits = load_items(DataSpec(dataset=str(path), columns={"output": "chosen"}), sft.checked)
     assert all(isinstance(item, Conversation) for item in splits.train)
 
 

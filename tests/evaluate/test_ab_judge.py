@@ -194,6 +194,8 @@ def test_prompts_from_training_rows_and_benchmarks(tmp_path, alpaca_file):
     assert load_prompts(str(mc))[0].text == "Deposit?\nA. 5만 원\nB. 없음\nAnswer:"
     exact = write_jsonl(tmp_path / "exact.jsonl", [{"question": "앱 이름이 뭐예요?", "answer": 3}])
     assert load_prompts(str(exact))[0].text == "앱 이름이 뭐예요?"
+    guanaco = write_jsonl(tmp_path / "guanaco.jsonl", [{"text": "### Human: Hi?### Assistant: Hello."}])
+    assert load_prompts(str(guanaco))[0].text == "Hi?"  # a chat rendered as text has its question
 
 
 def test_a_local_model_judges_too(tmp_path, tiny_model_dir):

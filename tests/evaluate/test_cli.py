@@ -72,6 +72,16 @@ def test_eval_loss_is_the_token_weighted_mean(tiny_model_dir, alpaca_file):
     assert measured["eval_loss"] == pytest.approx(total / count, rel=1e-4)
 
 
+def test_eval_loss_of_rendered_chats_is_taken_on_their_answers_as_sft_trains_them(tmp_path):
+    from tunesmith.data.formats import Conversation, Document
+    from tunesmith.evaluate.runner import load_dataset_items
+
+    path = write_jsonl(tmp_path / "test.jsonl", [{"text": "<s>[INST] Hi? [/INST] Hello. </s>"}, {"text": "A story."}])
+    chat, story = load_dataset_items(str(path))
+    assert isinstance(chat, Conversation) and chat.messages[-1] == {"role": "assistant", "content": "Hello."}
+    assert isinstance(story, Document)  # plain text: the loss on every token, as stage=pt
+
+
 def test_malformed_benchmark_row_exits_2_with_its_line(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [MC[0], {"question": "q", "choices": ["a", "b"], "answer": "Z"}])
     r = run_cli("eval", "--model", "base", "--benchmark", str(bad), "--out", str(tmp_path / "out"))

@@ -57,26 +57,22 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _load(sources: list[str], spec: DataSpec, check_row: Callable[[Item], str | None] | None,
+def _load(sources: list[str], spec: DataSpec, checked: Callable[[list[Item]], list[Item]] | None,
           split: str = "train") -> list[Item]:
     items: list[Item] = []
     for source in sources:
         items += to_canonical(read_rows(source, split), spec.dataset_format, spec.columns, spec.system)
-    for item in items if check_row else ():  # here, before any model or tokenizer loads
-        problem = check_row(item)
-        if problem:
-            raise DataError(f"{item.location}: {problem}")
-    return items
+    return checked(items) if checked else items  # here, before any model or tokenizer loads
 
 
-def load_items(spec: DataSpec, check_row: Callable[[Item], str | None] | None = None) -> Splits:
-    """Every row, checked (by `check_row`, the stage's: why it cannot train on a row), then split. With
-    `shuffle=False` the rows keep file order and validation rows come from the end."""
-    train = _load(_as_list(spec.dataset), spec, check_row)
+def load_items(spec: DataSpec, checked: Callable[[list[Item]], list[Item]] | None = None) -> Splits:
+    """Every row, as the stage reads it and checked (`checked`, the stage's: a DataError names a row it cannot
+    train on), then split. With `shuffle=False` the rows keep file order and validation rows come from the end."""
+    train = _load(_as_list(spec.dataset), spec, checked)
     if spec.shuffle:
         random.Random(spec.seed).shuffle(train)
     if spec.val_dataset:
-        val = _load(_as_list(spec.val_dataset), spec, check_row, "validation")
+        val = _load(_as_list(spec.val_dataset), spec, checked, "validation")
     else:
         n_val = int(spec.val_size) if spec.val_size >= 1 else round(len(train) * spec.val_size)
         if n_val >= len(train):

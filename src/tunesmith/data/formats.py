@@ -9,22 +9,24 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
             as LIMA and Capybara publish them: a list of texts (user first), or [{input, output}] exchanges.
 - openai:   messages: [{role: system|user|assistant, content}] (also under conversations, or conversation as in
             lmsys-chat-1m and WildChat).
-- text:     text, or content as code corpora name it (raw documents, for pretraining).
+- text:     text, or content as code corpora name it (raw documents, for pretraining). For stage=sft, a text that
+            is a rendered chat (Guanaco's "### Human:", HH-RLHF, Llama 2's [INST], ChatML, Llama 3; see
+            data.transcripts) is read back as its turns.
 - preference (stages rm, dpo): chosen + rejected answers to a prompt given as `prompt` (text or a list of
             messages), `instruction`/`input`, or `messages`/`conversations` ending with a user turn. chosen/rejected
             are text, a message {role/from, content/value}, or (TRL style) whole conversations sharing the prompt,
-            or (Anthropic HH-RLHF) whole "\n\nHuman: ... \n\nAssistant: ..." transcripts sharing the prompt.
+            or whole rendered chats sharing the prompt (Anthropic HH-RLHF's "\n\nHuman: ... \n\nAssistant: ...").
             `question` and `system` name the prompt too (Intel/orca_dpo_pairs).
 `columns` renames the user's columns to these names first, e.g. columns={instruction: question, output: answer}.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.data.sources import Row
+from tunesmith.data.transcripts import read_transcript
 from tunesmith.errors import DataError
 
 # Other names public datasets give these columns: Dolly (context, response), GSM8K (question, answer), MetaMathQA
@@ -39,7 +41,6 @@ SHAREGPT_ROLES = {
 OPENAI_ROLES = {"system": "system", "user": "user", "assistant": "assistant", "developer": "system"}
 TOOL_ROLES = {"tool", "function", "function_call", "observation", "ipython"}
 TURN_KEYS = ("conversations", "conversation")  # a list of turns under either name
-HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")  # Anthropic HH-RLHF transcripts
 
 
 @dataclass
@@ -67,6 +68,19 @@ class Preference:
 class Document:
     text: str
     location: str = ""
+    system: str | None = None  # the `system` setting, for a text that is a chat transcript (see as_conversation)
+
+    def as_conversation(self) -> tuple[str, Conversation] | None:
+        """(transcript style, the turns) when the text is a chat another tool rendered (data.transcripts), else
+        None. A transcript whose turns break the conversation rules is refused with its row and style."""
+        read = read_transcript(self.text)
+        if read is None:
+            return None
+        style, turns = read
+        conv = _turns(_Ctx(f"{self.location} (text read as {style} chat)"), turns, "text", "role", "content",
+                      OPENAI_ROLES)
+        conv.system, conv.location = conv.system or self.system, self.location
+        return style, conv
 
 
 @dataclass
@@ -118,7 +132,7 @@ def to_canonical(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | N
     out = []
     for loc, obj in rows:
         item = convert(_Ctx(loc), obj)
-        if isinstance(item, (Conversation, Preference)) and item.system is None:
+        if item.system is None:
             item.system = system
         out.append(item)
     return out
@@ -301,14 +315,9 @@ def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:
 
 
 def _transcript(value: Any) -> list[dict[str, str]] | None:
-    """An HH-RLHF transcript ("\n\nHuman: Q\n\nAssistant: A ...") as turns, or None when the text is not one."""
-    if not isinstance(value, str):
-        return None
-    parts = HH_TURN.split(value)  # ['', 'Human', 'Q', 'Assistant', 'A', ...]
-    if len(parts) < 5 or parts[0].strip():
-        return None
-    return [{"role": "user" if who == "Human" else "assistant", "content": text}
-            for who, text in zip(parts[1::2], parts[2::2], strict=True)]
+    """A whole rendered chat (HH-RLHF's "\n\nHuman: Q\n\nAssistant: A ...", ChatML, ...) as turns, else None."""
+    read = read_transcript(value) if isinstance(value, str) else None
+    return read[1] if read else None
 
 
 def _prompt_turns(ctx: _Ctx, turns: list) -> Conversation:

@@ -26,7 +26,7 @@ def doctor(cfg, rows: int = 3, memory: bool = True) -> Report:
 
     stage, method = get_stage(cfg.stage, cfg), get_method(cfg.method, cfg)
     spec = DataSpec.from_settings(cfg)
-    splits = load_items(spec, stage.check_row)  # bad rows stop here, as they stop `train`: one line, exit 2
+    splits = load_items(spec, stage.checked)  # bad rows stop here, as they stop `train`: one line, exit 2
     source = resolve_model(cfg.model)
     tokenizer = load_tokenizer(source)
     template = get_template(cfg.template, tokenizer)

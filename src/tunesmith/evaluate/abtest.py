@@ -30,6 +30,7 @@ from tunesmith.evaluate.benchmarks import generate_replies, load_benchmark, mc_p
 from tunesmith.evaluate.human import load_preferences, run_session
 from tunesmith.evaluate.judges import JUDGE_MAX_TOKENS, judge_messages, make_judge
 from tunesmith.evaluate.verdict import parse_verdict
+from tunesmith.stages.sft import SFTStage
 
 log = logging.getLogger("tunesmith")
 AB_MAX_NEW_TOKENS = 256
@@ -107,7 +108,7 @@ def load_prompts(path: str, max_prompts: int | None = None) -> list[Prompt]:
         prompts = [_prompt_only(location, row) for location, row in rows]
     else:
         prompts = []
-        for item in to_canonical(rows):
+        for item in map(SFTStage().adopt, to_canonical(rows)):  # a rendered chat in a text row has its question
             if isinstance(item, Document):
                 raise DataError(f"{item.location}: a text row has no question to answer; give conversations, "
                                 "instructions, prompts or a benchmark file to --ab")

@@ -46,7 +46,8 @@ TOKEN_BUDGET = 4096
 
 
 def load_dataset_items(path: str, max_samples: int | None = None) -> list:
-    items = to_canonical(read_rows(path, "validation"))
+    # Rendered chats in text rows are conversations, as stage=sft trains them: the loss is taken on their answers.
+    items = [SFTStage().adopt(item) for item in to_canonical(read_rows(path, "validation"))]
     for item in items:
         if isinstance(item, Preference):
             raise DataError(f"{item.location}: preference rows have no single answer to measure loss on; give "

@@ -58,15 +58,21 @@ class Stage:
     def from_settings(cls, settings) -> "Stage":
         return cls(**{key: getattr(settings, key) for key in cls.keys if hasattr(settings, key)})
 
+    def adopt(self, item: Item) -> Item:
+        """`item` as this stage reads it (sft reads a text row that is a rendered chat as its conversation)."""
+        return item
+
     def check_row(self, item: Item) -> str | None:
-        """Why this stage cannot train on `item`, with the fix; None when it can. Checked before any model loads."""
+        """Why this stage cannot train on `item` (as `adopt` read it), with the fix; None when it can."""
         return None if isinstance(item, self.rows) else self.mismatch(item)
 
     def mismatch(self, item: Item) -> str:
         return f"stage={self.name} cannot train on this row ({type(item).__name__})"
 
     def checked(self, items: list[Item]) -> list[Item]:
-        """`items`, after the row check (encode calls it: a wrong row never becomes a misleading encoding error)."""
+        """`items` as this stage reads them, each checked: by the data loader before any model loads (a bad row
+        stops the run in one line), and by encode (a wrong row never becomes a misleading encoding error)."""
+        items = [self.adopt(item) for item in items]
         for item in items:
             problem = self.check_row(item)
             if problem:

@@ -15,6 +15,9 @@ class PretrainStage(SFTStage):
     rows = Document
     keys = ("cutoff_len",)
 
+    def adopt(self, item: Item) -> Item:
+        return item  # text as it is, rendered chats included (sft reads those as conversations)
+
     def mismatch(self, item: Item) -> str:
         kind = ("preference rows go to stage=dpo or stage=rm" if isinstance(item, Preference)
                 else "use stage=sft for conversations")

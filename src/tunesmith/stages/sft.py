@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from tunesmith.data.dataset import encode_conversation, encode_items
 from tunesmith.data.formats import Conversation, Document
 from tunesmith.data.packing import MicroBatch, pack_step
+from tunesmith.once import log_once
 from tunesmith.stages.base import Item, LossOutput, PreviewExample, Stage, causal_lm_loss
 
+log = logging.getLogger("tunesmith")
 ANSWER = "answer"
 
 
@@ -15,10 +19,19 @@ class SFTStage(Stage):
     description = "supervised fine-tuning on conversations"
     rows = Conversation
 
+    def adopt(self, item: Item) -> Item:
+        read = item.as_conversation() if isinstance(item, Document) else None
+        if read is None:
+            return item
+        style, conversation = read
+        log_once(log, f"text rows read as {style} chats: trained in the model's chat template, loss on the answers "
+                      "(stage=pt would train on the text as it is)")
+        return conversation
+
     def mismatch(self, item: Item) -> str:
         if isinstance(item, Document):
             return (f"raw text rows need stage=pt; for stage={self.name} use instruction/output, conversations or "
-                    "messages rows")
+                    "messages rows, or chats rendered as text ('### Human: ... ### Assistant: ...', ChatML, ...)")
         return (f"this is a preference row (chosen/rejected), which stage={self.name} cannot learn from; use "
                 "stage=dpo or stage=rm, or for stage=sft give an output/answer column (e.g. columns={output: chosen})")
 

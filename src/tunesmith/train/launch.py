@@ -68,7 +68,7 @@ def preflight(cfg: TrainConfig) -> None:
         ckpt.check_same_training(cfg, candidates[0])
     stage = get_stage(cfg.stage, cfg)
     check_distributed(cfg, stage, get_method(cfg.method, cfg))
-    load_items(DataSpec.from_settings(cfg), stage.check_row)
+    load_items(DataSpec.from_settings(cfg), stage.checked)
 
 
 def report_worker_error(message: str) -> bool:

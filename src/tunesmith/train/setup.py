@@ -147,7 +147,7 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
         ckpt.check_same_training(cfg, candidates[0])
     stage, method = get_stage(cfg.stage, cfg), get_method(cfg.method, cfg)
     check_distributed(cfg, stage, method)
-    splits = load_items(DataSpec.from_settings(cfg), stage.check_row)  # every row checked before the model loads
+    splits = load_items(DataSpec.from_settings(cfg), stage.checked)  # every row checked before the model loads
     slots, names = unfilled_placeholders(splits.train)
     if slots >= 2:  # not an error (answers may teach template code), but never trained on in silence
         log.warning("%d training rows have unfilled placeholders in their answers (%s): the model will learn to say "
