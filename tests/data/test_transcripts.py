@@ -25,6 +25,7 @@ WITH_SYSTEM = [{"role": "system", "content": "Be brief."}, *TWO_TURNS[:2]]
 
 @pytest.mark.parametrize("text, style, turns", [
     ("### Human: Q1### Assistant: A1### Human: Q2### Assistant: A2", "Guanaco", TWO_TURNS),  # openassistant-guanaco
+    ("### Human: Q1### Assistant: A1### Human: Q2", "Guanaco", TWO_TURNS[:2]),  # its first row: no last answer
     ("\n\nHuman: Q1\n\nAssistant: A1\n\nHuman: Q2\n\nAssistant: A2", "HH-RLHF", TWO_TURNS),  # Anthropic/hh-rlhf
     ("Human: Q1\n\nAssistant: A1", "HH-RLHF", TWO_TURNS[:2]),  # the same with its first blank lines stripped
     ("<s>[INST] Q1 [/INST] A1 </s><s>[INST] Q2 [/INST] A2 </s>", "Llama 2", TWO_TURNS),  # guanaco-llama2-1k

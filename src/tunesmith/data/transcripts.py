@@ -31,14 +31,16 @@ LLAMA2_SYSTEM = re.compile(r"^<<SYS>>\s*(.*?)\s*<</SYS>>\s*", re.DOTALL)
 
 
 def read_transcript(text: str) -> tuple[str, list[dict[str, str]]] | None:
-    """(style name, [{role, content}, ...]) when `text` is a rendered chat, else None. The turns are not checked
-    here (the caller's conversation rules name what is wrong with them)."""
+    """(style name, [{role, content}, ...]) when `text` is a rendered chat, else None. A last question without its
+    answer is left out; the other turns are not checked here (the caller's conversation rules name what is wrong)."""
     for name, marker in STYLES:
         parts = marker.split(text)  # [before, speaker, text, speaker, text, ...]
         if len(parts) < 5 or MARKUP.sub("", parts[0]):
             continue
         turns = [{"role": SPEAKERS[who], "content": MARKUP.sub("", said)}
                  for who, said in zip(parts[1::2], parts[2::2], strict=True)]
+        if turns[-1]["role"] == "user":  # a question left unanswered (openassistant-guanaco's first row): nothing
+            turns.pop()                  # to learn from it
         system = LLAMA2_SYSTEM.match(turns[0]["content"]) if turns[0]["role"] == "user" else None
         if system:  # Llama 2 puts the system prompt inside the first user turn
             turns[0]["content"] = turns[0]["content"][system.end():]
