@@ -20,6 +20,8 @@ START_TIMEOUT_S = 60.0
 
 
 def bind(host: str, port: int, verb: str) -> socket.socket:
+    if not 0 < port < 65536:  # the resolver wraps bigger numbers (99999 -> 34463): a server on a port nobody named
+        raise TunesmithError(f"{verb}: --port {port} is not a port; use 1-65535")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)

@@ -79,7 +79,8 @@ def test_spreadsheets_by_name_say_how_to_save_csv(tmp_path, name):
 
 def test_utf16_and_nul_bytes_are_not_text(tmp_path):
     (tmp_path / "u16.csv").write_bytes("instruction,output\nQ,A\n".encode("utf-16"))
-    assert error_of(tmp_path / "u16.csv").startswith(f"{tmp_path / 'u16.csv'}: the file is UTF-16 text; save")
+    assert error_of(tmp_path / "u16.csv") == (f"{tmp_path / 'u16.csv'}: the file is UTF-16 text; save the file as "
+                                              "UTF-8 (Excel: Save As 'CSV UTF-8'; or iconv -f utf-16 -t utf-8 FILE)")
     (tmp_path / "nul.txt").write_bytes(b"doc one\n\nbinary\x00\x00junk\n")
     assert error_of(tmp_path / "nul.txt").startswith(f"{tmp_path / 'nul.txt'}:3: contains NUL bytes")
 

@@ -52,6 +52,14 @@ def test_cli_binds_this_machine_by_default():
     assert "--host" in result.stdout and "127.0.0.1" in result.stdout and "--output-root" in result.stdout
 
 
+@pytest.mark.parametrize("port", [0, 65536, 99999, -1])
+def test_a_number_that_is_no_port_is_refused_before_anything_listens(port):
+    from tunesmith.webserver import bind
+
+    with pytest.raises(TunesmithError, match=rf"^webui: --port {port} is not a port; use 1-65535$"):
+        bind("127.0.0.1", port, "webui")
+
+
 def test_a_busy_port_is_a_one_line_error(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -109,7 +109,7 @@ def _decode(path: Path, data: bytes) -> str:
         if data.startswith(magic):
             raise DataError(f"{path}: this is {what}")
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(f"{path}: the file is UTF-16 text; {_to_utf8(b'')}")
+        raise DataError(f"{path}: the file is UTF-16 text; {_to_utf8('utf-16')}")
     skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
         text = data[skip:].decode("utf-8")
@@ -117,23 +117,26 @@ def _decode(path: Path, data: bytes) -> str:
         at = skip + e.start
         line = data.count(b"\n", 0, at) + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[at]:02x} at byte offset {at}); "
-                        f"{_to_utf8(data)}") from None
+                        f"{_to_utf8(_legacy_encoding(data))}") from None
     nul = text.find("\0")
     if nul >= 0:  # valid UTF-8 but binary, or UTF-16 without a byte-order mark: never text to train on
         raise DataError(f"{path}:{text.count(chr(10), 0, nul) + 1}: contains NUL bytes, so it is binary or UTF-16, "
-                        f"not UTF-8 text; {_to_utf8(b'')}")
+                        f"not UTF-8 text; {_to_utf8('utf-16le')}")  # Windows' UTF-16, without its mark
     return text
 
 
-def _to_utf8(data: bytes) -> str:
-    """How to re-save a file as UTF-8, naming the encoding it most likely has: Korean Windows (Excel's CSV)
-    writes cp949; western European Windows cp1252."""
+def _legacy_encoding(data: bytes) -> str:
+    """The encoding a file that is not UTF-8 most likely has: Korean Windows (Excel's CSV) writes cp949; western
+    European Windows cp1252."""
     try:
         korean = any("\uac00" <= ch <= "\ud7a3" for ch in data.decode("cp949"))
     except UnicodeDecodeError:
         korean = False
-    legacy = "cp949" if korean else "cp1252"
-    return f"save the file as UTF-8 (Excel: Save As 'CSV UTF-8'; or iconv -f {legacy} -t utf-8 FILE)"
+    return "cp949" if korean else "cp1252"
+
+
+def _to_utf8(encoding: str) -> str:
+    return f"save the file as UTF-8 (Excel: Save As 'CSV UTF-8'; or iconv -f {encoding} -t utf-8 FILE)"
 
 
 class _Lines:
