@@ -82,6 +82,14 @@ def test_eval_loss_of_rendered_chats_is_taken_on_their_answers_as_sft_trains_the
     assert isinstance(story, Document)  # plain text: the loss on every token, as stage=pt
 
 
+@pytest.mark.parametrize("flag, value, says", [("--max-samples", "-2", "--max-samples must be 1 or more, got -2"),
+                                               ("--few-shot", "-1", "--few-shot must be 0 or more, got -1")])
+def test_counts_below_their_range_are_one_line(tmp_path, flag, value, says):
+    exact = write_jsonl(tmp_path / "exact.jsonl", EXACT)
+    r = run_cli("eval", "--model", "base", "--benchmark", str(exact), "--out", str(tmp_path / "o"), flag, value)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: eval: {says}"]
+
+
 def test_malformed_benchmark_row_exits_2_with_its_line(tmp_path):
     bad = write_jsonl(tmp_path / "bad.jsonl", [MC[0], {"question": "q", "choices": ["a", "b"], "answer": "Z"}])
     r = run_cli("eval", "--model", "base", "--benchmark", str(bad), "--out", str(tmp_path / "out"))

@@ -1,5 +1,7 @@
 """`tunesmith chat` driven through stdin: multi-turn, /reset, /system, and the one-shot form."""
 
+import pytest
+
 from tests.conftest import run_cli
 
 
@@ -26,3 +28,14 @@ def test_chat_refuses_a_reward_model_cleanly(tmp_path):
     (run / "adapter_config.json").write_text('{"task_type": "SEQ_CLS", "base_model_name_or_path": "x"}')
     result = run_cli("chat", str(run), "--prompt", "hi")
     assert result.returncode == 2 and "tunesmith score" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--temperature", "-1", "--temperature must be from 0 to 2, got -1"),  # decoded garbage
+    ("--repetition-penalty", "0", "--repetition-penalty must be from 0.01 to 10, got 0"),  # was a traceback
+    ("--max-new-tokens", "-5", "--max-new-tokens must be from 1 to 1048576, got -5"),
+    ("--top-p", "nan", "--top-p must be from 0 to 1, got nan"),
+])
+def test_sampling_flags_out_of_range_are_one_line_before_the_model_loads(flag, value, says):
+    result = run_cli("chat", "/nonexistent-model", "--prompt", "hi", flag, value)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"error: chat: {says}"]

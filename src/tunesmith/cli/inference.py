@@ -16,12 +16,18 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from tunesmith.errors import ConfigError
     from tunesmith.infer.chat import ChatSession, run_chat
-    from tunesmith.infer.engine import SamplingParams
+    from tunesmith.infer.engine import SAMPLING_RANGES, SamplingParams
     from tunesmith.infer.loading import load_for_inference
 
-    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.repetition_penalty,
-                            args.stop, args.seed)
+    for name, (low, high) in SAMPLING_RANGES.items():
+        value = getattr(args, name, None)
+        if value is not None and not low <= value <= high:  # (NaN too) a negative temperature decodes garbage
+            low, high, value = (int(v) if float(v).is_integer() else v for v in (low, high, value))
+            raise ConfigError(f"chat: --{name.replace('_', '-')} must be from {low} to {high}, got {value}")
+    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_p, max(args.top_k, 0),
+                            args.repetition_penalty, args.stop, args.seed)
     session = ChatSession(load_for_inference(args.model, args.device), params, args.system)
     if args.prompt is not None:
         print(session.ask(args.prompt))

@@ -57,10 +57,15 @@ def export_parser(sub) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from tunesmith.errors import ConfigError
     from tunesmith.evaluate.abtest import ab_options, format_ab
     from tunesmith.evaluate.runner import run_eval
     from tunesmith.evaluate.table import format_table, metric_rows
 
+    if args.max_samples is not None and args.max_samples < 1:  # items[:-2] would drop the last rows in silence
+        raise ConfigError(f"eval: --max-samples must be 1 or more, got {args.max_samples}")
+    if args.few_shot < 0:
+        raise ConfigError(f"eval: --few-shot must be 0 or more, got {args.few_shot}")
     ab = ab_options(args.ab, args.judge, args.judge_model, args.ab_max, args.ab_file, args.ab_max_new_tokens,
                     args.judge_insecure)
     results = run_eval(args.model or ["base"], args.dataset, args.benchmark, args.out, args.max_samples,

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SamplingParams:
+    """How a request decodes. SAMPLING_RANGES bounds the numbers (chat's flags and the server's fields are checked
+    against it)."""
+
     max_new_tokens: int = 256
     temperature: float = 0.7  # 0 = greedy
     top_p: float = 1.0
@@ -44,6 +47,11 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
     logprobs: int | None = None  # None: none; k: the chosen token's log-probability and the k best alternatives
+
+
+SAMPLING_RANGES = {"max_new_tokens": (1, 1 << 20), "temperature": (0.0, 2.0), "top_p": (0.0, 1.0),
+                   "top_k": (-1, 1 << 20), "repetition_penalty": (0.01, 10.0), "frequency_penalty": (-2.0, 2.0),
+                   "presence_penalty": (-2.0, 2.0)}  # top_k: 0 or -1 (vLLM's spelling) = off
 
 
 @dataclass

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tunesmith.infer.engine import SamplingParams
+from tunesmith.infer.engine import SAMPLING_RANGES, SamplingParams
 from tunesmith.serve.errors import ApiError
 
 MAX_N = 8  # choices per request: each one is a row of the batch
@@ -83,21 +83,19 @@ def model_name(body: dict) -> str | None:
 
 def sampling(body: dict, budget_key: str, logprobs: int | None) -> SamplingParams:
     """The sampling fields every endpoint shares; `budget_key` names its token budget."""
-    params = SamplingParams(
-        max_new_tokens=integer(body, budget_key, 256, 1, 1 << 20),
-        temperature=number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=number(body, "top_p", 1.0, 0.0, 1.0),
-        top_k=max(0, integer(body, "top_k", 0, -1, 1 << 20)),  # -1 is vLLM's "off", like 0
-        repetition_penalty=number(body, "repetition_penalty", 1.0, 0.01, 10.0),
+    limit = SAMPLING_RANGES
+    return SamplingParams(
+        max_new_tokens=integer(body, budget_key, 256, *limit["max_new_tokens"]),
+        temperature=number(body, "temperature", 1.0, *limit["temperature"]),
+        top_p=number(body, "top_p", 1.0, *limit["top_p"]),
+        top_k=max(0, integer(body, "top_k", 0, *limit["top_k"])),
+        repetition_penalty=number(body, "repetition_penalty", 1.0, *limit["repetition_penalty"]),
         stop=stop_strings(body.get("stop")),
         seed=integer(body, "seed", None, *SEED_RANGE),
-        frequency_penalty=number(body, "frequency_penalty", 0.0, -2.0, 2.0),
-        presence_penalty=number(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=number(body, "frequency_penalty", 0.0, *limit["frequency_penalty"]),
+        presence_penalty=number(body, "presence_penalty", 0.0, *limit["presence_penalty"]),
         logprobs=logprobs,
     )
-    if params.repetition_penalty <= 0:
-        raise ApiError(400, "'repetition_penalty' must be above 0.", "invalid_value", "repetition_penalty")
-    return params
 
 
 def number(body: dict, key: str, default, low: float, high: float) -> float:
