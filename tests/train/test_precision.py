@@ -58,6 +58,22 @@ def test_fast_bf16_needs_the_instructions_and_a_bf16_matmul_that_beats_fp32(inst
     assert bool(timed) is instructions
 
 
+def test_the_bf16_probe_times_on_one_thread_and_gives_the_others_back(monkeypatch):
+    """Two threads timed while other processes keep the cores busy wait for each other: bf16 once came out 100x
+    slower than fp32 and the run trained in fp32. One thread is not held up so."""
+    from tunesmith.model import loader
+
+    seen = []
+    monkeypatch.setattr(loader, "fastest_seconds", lambda run, repeats: seen.append(torch.get_num_threads()) or 1.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loader._matmul_seconds(torch.bfloat16)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_bf16_probe_runs_wherever_it_is_first_asked():
     """Its first caller may be a forward pass: without gradients, in inference mode or under autocast."""
     from tunesmith.model.loader import _matmul_seconds

@@ -207,17 +207,25 @@ def cpu_has_fast_bf16() -> bool:
     path both use. It needs AVX512-BF16 or AMX instructions (elsewhere bf16 is emulated, ~1 GFLOP/s) and oneDNN
     allowed to use them: `ONEDNN_MAX_CPU_ISA=AVX2` (set on virtual machines whose AMX or AVX-512 crashes) leaves the
     flags as they were and bf16 matmuls 75x slower than fp32 (AMD EPYC avx512_bf16). So where the flags promise
-    them, one 256-square matmul is timed both ways (best of 5: 0.05 ms in bf16, 0.16 ms in fp32 there; 13 ms in
-    bf16 when forbidden); bf16 must be the faster, a margin of 3x to 75x on either side."""
+    them, one 256-square matmul is timed both ways on one thread (0.07 ms in bf16, 0.29 ms in fp32 there; 41x
+    slower than fp32 in bf16 when forbidden, 1.3x under ONEDNN_MAX_CPU_ISA=AVX512_CORE); bf16 must be the faster.
+    One thread, because timed on two while other processes kept both cores busy, the best of 20 two-thread bf16
+    matmuls came out 78-107x slower than fp32 in 3 of 30 tries (each waited for a descheduled second thread), and
+    such a run trained in fp32; one thread gave 0.26 in all 30."""
     if not _bf16_instructions():
         return False
     return _matmul_seconds(torch.bfloat16) < _matmul_seconds(torch.float32)
 
 
-def _matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 5) -> float:
-    with torch.inference_mode(), torch.autocast("cpu", enabled=False):
-        a = torch.randn(size, size).to(dtype)
-        return fastest_seconds(lambda: a @ a, repeats)
+def _matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 20) -> float:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode(), torch.autocast("cpu", enabled=False):
+            a = torch.randn(size, size).to(dtype)
+            return fastest_seconds(lambda: a @ a, repeats)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def fastest_seconds(run, repeats: int) -> float:
