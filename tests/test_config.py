@@ -38,6 +38,9 @@ def test_unknown_key_suggests_close_match(tmp_path):
     ("max_steps=2.5", "max_steps: expected an integer"),
     ("lr_scheduler=wavy", "lr_scheduler='wavy' is not allowed; choose one of constant"),
     ("optimizer=adam9", "optimizer='adam9' is not allowed"),
+    ("template=qwen", "template='qwen' is not allowed; choose one of auto, alpaca"),  # LLaMA-Factory's name
+    ("template=qwen", "LLaMA-Factory's named templates, such as qwen or llama2, copy the model's own chat template: "
+                      "template=auto"),
     ("per_device_batch_size=0", "per_device_batch_size must be >= 1"),
     ("lora_dropout=1.5", "lora_dropout must be in"),
     ("hf_token=abc", "secrets never go in a config"),

@@ -152,7 +152,9 @@ class TrainConfig:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 allowed = ", ".join(map(str, choices))
-                raise ConfigError(f"config: {f.name}={value!r} is not allowed; choose one of {allowed}")
+                hint = (" (LLaMA-Factory's named templates, such as qwen or llama2, copy the model's own chat "
+                        "template: template=auto)") if f.name == "template" else ""
+                raise ConfigError(f"config: {f.name}={value!r} is not allowed; choose one of {allowed}{hint}")
             if isinstance(value, float) and not math.isfinite(value):  # nan/inf never mean anything here
                 raise ConfigError(f"config: {f.name}={value} is not a finite number; give a real value")
         positive = ("cutoff_len", "per_device_batch_size", "gradient_accumulation_steps", "lora_rank", "lora_alpha",
