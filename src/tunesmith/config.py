@@ -64,8 +64,8 @@ class TrainConfig:
     train_from_scratch: bool = _f(False, "Start from random weights built from the model's config (pre-training from "
                                          "scratch; the folder may hold only config.json and a tokenizer). With an "
                                          "adapter method the random base is not saved: such a run only measures.")
-    stage: str = _f("sft", "sft (instructions/chat), pt (raw text), rm (reward model), dpo (preference pairs).",
-                    STAGES)
+    stage: str = _f("sft", "sft (instructions/chat), pt (raw text), rm (reward model), dpo (preference pairs), orpo "
+                           "(preference pairs, SFT included, no reference model).", STAGES)
     method: str = _f("lora", "How weights are trained: full, freeze (last layers), lora, dora, qlora.", METHODS)
     dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, tsv, parquet, txt; also "
                                                 ".gz/.bz2/.xz), a folder (its train files) or a hub dataset.")
@@ -141,7 +141,8 @@ class TrainConfig:
     quantization_type: str = _f("nf4", "4-bit data type.", ("nf4", "fp4"))
     double_quantization: bool = _f(True, "Also quantize the 4-bit scales (saves ~0.4 bit per weight).")
     # --- preference stages
-    beta: float = _f(0.1, "stage=dpo: strength of the pull towards the reference model.")
+    beta: float = _f(0.1, "stage=dpo: strength of the pull towards the reference model; stage=orpo: weight of the "
+                          "preference (odds ratio) term next to the chosen answer's loss.")
     # --- freeze
     freeze_layers: int = _f(2, "method=freeze: train only the last N decoder layers.")
     freeze_modules: str = _f("", "method=freeze: also train these modules, e.g. lm_head,norm.")

@@ -120,6 +120,8 @@ def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
         put("resume", data["resume_from_checkpoint"], "resume_from_checkpoint")
     if isinstance(out.get("deepspeed"), str):
         out["distributed"] = "deepspeed"
+    if data.get("pref_loss") == "orpo" and out.get("stage") == "dpo":  # ORPO is its own stage here
+        put("stage", "orpo", "pref_loss")
     notes = []
     if data.get("template") is not None and not _known_template(data["template"]):
         out["template"] = "auto"  # the tokenizer's own chat template, which LLaMA-Factory's named ones copy
@@ -154,11 +156,11 @@ def _refuse_what_cannot_be_honoured(data: dict, where) -> None:
         raise ConfigError(f"{where('do_train')}do_train: false: `tunesmith train` trains; evaluate a run with "
                           "`tunesmith eval`, predict with `tunesmith chat` or `tunesmith eval`")
     if data.get("stage") in ("kto", "ppo"):
-        raise ConfigError(f"{where('stage')}stage {data['stage']} is LLaMA-Factory's; tunesmith trains sft, pt, rm "
-                          "and dpo (dpo from the same preference pairs)")
-    if data.get("pref_loss") not in (None, "sigmoid"):
+        raise ConfigError(f"{where('stage')}stage {data['stage']} is LLaMA-Factory's; tunesmith trains sft, pt, rm, "
+                          "dpo and orpo (dpo or orpo from the same preference pairs)")
+    if data.get("pref_loss") not in (None, "sigmoid", "orpo"):
         raise ConfigError(f"{where('pref_loss')}pref_loss {data['pref_loss']}: tunesmith's dpo uses the sigmoid "
-                          "(original DPO) loss; remove pref_loss")
+                          "(original DPO) loss, and ORPO is stage=orpo; remove pref_loss")
     if data.get("quantization_method") not in (None, "bnb", "bitsandbytes"):
         raise ConfigError(f"{where('quantization_method')}quantization_method {data['quantization_method']}: "
                           "tunesmith quantizes with bitsandbytes; remove quantization_method")

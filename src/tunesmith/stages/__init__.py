@@ -15,6 +15,7 @@ STAGES = Registry({
     "pt": "tunesmith.stages.pt:PretrainStage",
     "rm": "tunesmith.stages.rm:RewardStage",
     "dpo": "tunesmith.stages.dpo:DPOStage",
+    "orpo": "tunesmith.stages.orpo:ORPOStage",
 }, "config: stage={name!r} is not known; choose one of {choices}", ConfigError)
 
 

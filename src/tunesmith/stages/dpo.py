@@ -9,19 +9,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tunesmith.data.packing import IGNORE, MicroBatch
+from tunesmith.data.packing import MicroBatch
 from tunesmith.stages.base import LossOutput
-from tunesmith.stages.pairs import PairStage
-
-
-def answer_logps(model, batch: MicroBatch) -> torch.Tensor:
-    """Summed log-probability of each row's answer tokens, with only answer positions through the vocab head."""
-    keep = batch.targets != IGNORE
-    out = model(**batch.model_inputs(), logits_to_keep=keep, use_cache=False)
-    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
-    logps = -F.cross_entropy(logits, batch.targets[keep], reduction="none")
-    rows = batch.row_index()[keep[0]]
-    return torch.zeros(batch.num_rows, device=logps.device).index_add(0, rows, logps)
+from tunesmith.stages.pairs import PairStage, answer_logps
 
 
 def dpo_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:

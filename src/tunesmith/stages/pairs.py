@@ -5,15 +5,32 @@ normalisation then gives the mean over the step's pairs; metrics are sums too an
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from tunesmith.data.dataset import encode_conversation
 from tunesmith.data.formats import Document, Preference
-from tunesmith.data.packing import Example, MicroBatch, pack_pairs
+from tunesmith.data.packing import IGNORE, Example, MicroBatch, pack_pairs
 from tunesmith.errors import DataError
 from tunesmith.stages.base import Item, PreviewExample, Stage
 from tunesmith.stages.sft import _conversation_preview
 
 Pair = tuple[Example, Example]
 CHOSEN, REJECTED = "chosen", "rejected"
+
+
+def answer_logps(model, batch: MicroBatch, average: bool = False) -> torch.Tensor:
+    """Log-probability of each row's answer: summed over its tokens, or their mean (`average`). Only answer
+    positions go through the vocabulary head."""
+    keep = batch.targets != IGNORE
+    out = model(**batch.model_inputs(), logits_to_keep=keep, use_cache=False)
+    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
+    logps = -F.cross_entropy(logits, batch.targets[keep], reduction="none")
+    rows = batch.row_index()[keep[0]]
+    total = torch.zeros(batch.num_rows, device=logps.device).index_add(0, rows, logps)
+    if not average:
+        return total
+    return total / torch.zeros_like(total).index_add(0, rows, torch.ones_like(logps)).clamp(min=1)
 
 
 def unwrap(model):

@@ -222,7 +222,7 @@ STRINGS = {
     "help.model": "허브 ID, 로컬 폴더 또는 .gguf 파일. 비우면 내장 SmolLM2-135M-Instruct.",
     "help.train_from_scratch": "모델 설정(config)으로 만든 무작위 가중치에서 시작 (처음부터 사전학습; 폴더에 config.json과 "
                                "토크나이저만 있어도 됨). 어댑터 방식이면 무작위 기본 가중치는 저장되지 않으므로 측정용일 뿐.",
-    "help.stage": "sft (지시/대화), pt (원문 텍스트), rm (보상 모델), dpo (선호 쌍).",
+    "help.stage": "sft (지시/대화), pt (원문 텍스트), rm (보상 모델), dpo (선호 쌍), orpo (선호 쌍, SFT 포함, 참조 모델 없음).",
     "help.method": "가중치 학습 방식: full, freeze (마지막 층만), lora, dora, qlora.",
     "help.dataset": "데이터 파일 (json, jsonl, csv, tsv, parquet, txt; .gz/.bz2/.xz 압축도 가능), 폴더 (train 파일) 또는 "
                     "허브 데이터셋 이름.",
@@ -280,7 +280,7 @@ STRINGS = {
     "help.quantization_bit": "기본 가중치를 4비트 또는 8비트로.",
     "help.quantization_type": "4비트 자료형.",
     "help.double_quantization": "4비트 스케일도 양자화 (가중치당 약 0.4비트 절약).",
-    "help.beta": "stage=dpo: 참조 모델 쪽으로 당기는 힘의 세기.",
+    "help.beta": "stage=dpo: 참조 모델 쪽으로 당기는 힘의 세기. stage=orpo: 선택 답변의 손실 옆에 더하는 선호(오즈비) 항의 가중치.",
     "help.freeze_layers": "method=freeze: 마지막 N개 디코더 층만 학습.",
     "help.freeze_modules": "method=freeze: 이 모듈도 학습, 예: lm_head,norm.",
 }
