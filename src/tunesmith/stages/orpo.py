@@ -3,8 +3,9 @@ a preference for it over the rejected one, in one stage and without a reference 
 
     -log p(chosen) - beta * log sigmoid(log odds(chosen) - log odds(rejected)),  odds(y) = p(y) / (1 - p(y)),
 
-with log p the answer's log-probability averaged over its tokens, as LLaMA-Factory (`pref_loss: orpo`) and TRL's
-ORPOTrainer compute it; `beta` (their `pref_beta` / `beta`, 0.1) weighs the preference term."""
+with log p the answer's log-probability averaged over its tokens, as LLaMA-Factory (`pref_loss: orpo`) computes it
+(TRL's ORPOTrainer takes the same odds ratio; its NLL term is the mean over all chosen tokens of the batch instead
+of over each pair's); `beta` (their `pref_beta` / `beta`, 0.1) weighs the preference term."""
 
 from __future__ import annotations
 
