@@ -50,8 +50,10 @@ FORMATS = ("auto", "alpaca", "sharegpt", "openai", "text", "preference")
 SECRET_KEYS = {"token", "hf_token", "hub_token", "api_key"}
 
 
-def _f(default: Any, help: str, choices=None, **kw) -> Any:
-    meta = {"help": help, "choices": choices}
+def _f(default: Any, help: str, choices=None, unknown: str = "", **kw) -> Any:
+    """A setting: its default, help and allowed `choices`; `unknown` is the way out offered for a value not among
+    them."""
+    meta = {"help": help, "choices": choices, "unknown": unknown}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -75,7 +77,9 @@ class TrainConfig:
     dataset_format: str = _f("auto", "Row format; auto-detected from the columns.", FORMATS)
     columns: dict[str, str] = _f({}, "Column mapping, canonical name -> your column, e.g. {instruction: question}.")
     max_samples: int = _f(0, "Use at most this many training rows (0 = all).")
-    template: str = _f("auto", "Prompt template: auto (the tokenizer's own chat template) or a named one.", TEMPLATES)
+    template: str = _f("auto", "Prompt template: auto (the tokenizer's own chat template) or a named one.", TEMPLATES,
+                       unknown="LLaMA-Factory's named templates, such as qwen or llama2, copy the model's own chat "
+                               "template: template=auto")
     system: str | None = _f(None, "System prompt added to rows that have none.")
     cutoff_len: int = _f(1024, "Maximum tokens per row; longer rows are truncated.")
     train_on_prompt: bool = _f(False, "Also compute the loss on prompts (default: answers only).")
@@ -153,8 +157,7 @@ class TrainConfig:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 allowed = ", ".join(map(str, choices))
-                hint = (" (LLaMA-Factory's named templates, such as qwen or llama2, copy the model's own chat "
-                        "template: template=auto)") if f.name == "template" else ""
+                hint = f" ({f.metadata['unknown']})" if f.metadata.get("unknown") else ""
                 raise ConfigError(f"config: {f.name}={value!r} is not allowed; choose one of {allowed}{hint}")
             if isinstance(value, float) and not math.isfinite(value):  # nan/inf never mean anything here
                 raise ConfigError(f"config: {f.name}={value} is not a finite number; give a real value")

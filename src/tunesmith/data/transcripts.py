@@ -25,8 +25,8 @@ SPEAKERS = {"Human": "user", "INST": "user", "Assistant": "assistant", "/INST": 
             "system": "system", "user": "user", "assistant": "assistant"}
 # Tokens a rendering puts around turns: the text before the first marker may hold only these, and they are cut from
 # the ends of each turn.
-MARKUP = re.compile(r"^(?:\s|<s>|</s>|<\|begin_of_text\|>|<\|im_end\|>|<\|eot_id\|>|<\|end_of_text\|>|"
-                    r"<\|endoftext\|>)+|(?:\s|<s>|</s>|<\|im_end\|>|<\|eot_id\|>|<\|end_of_text\|>|<\|endoftext\|>)+$")
+_AROUND = r"\s|<s>|</s>|<\|begin_of_text\|>|<\|im_end\|>|<\|eot_id\|>|<\|end_of_text\|>|<\|endoftext\|>"
+MARKUP = re.compile(rf"^(?:{_AROUND})+|(?:{_AROUND})+$")
 LLAMA2_SYSTEM = re.compile(r"^<<SYS>>\s*(.*?)\s*<</SYS>>\s*", re.DOTALL)
 
 

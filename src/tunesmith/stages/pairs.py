@@ -28,9 +28,7 @@ def answer_logps(model, batch: MicroBatch, average: bool = False) -> torch.Tenso
     logps = -F.cross_entropy(logits, batch.targets[keep], reduction="none")
     rows = batch.row_index()[keep[0]]
     total = torch.zeros(batch.num_rows, device=logps.device).index_add(0, rows, logps)
-    if not average:
-        return total
-    return total / torch.zeros_like(total).index_add(0, rows, torch.ones_like(logps)).clamp(min=1)
+    return total / torch.bincount(rows, minlength=batch.num_rows).clamp(min=1) if average else total
 
 
 def unwrap(model):
