@@ -50,6 +50,16 @@ def test_public_preference_datasets_as_published(tmp_path):
         to_canonical(read_rows(str(write_jsonl(path, [hh]))))
 
 
+def test_conversations_keep_their_system_message_next_to_a_prompt_string(tmp_path):
+    """mlabonne/orpo-dpo-mix-40k: a prompt string and whole conversations that open with a system message."""
+    def chat(answer):
+        return [{"role": "system", "content": "Be brief."}, *USER, {"role": "assistant", "content": answer}]
+
+    row = {"source": "x", "prompt": "Q", "question": "Q", "chosen": chat("good"), "rejected": chat("bad")}
+    path = write_jsonl(tmp_path / "p.jsonl", [row])
+    assert to_canonical(read_rows(str(path))) == [Preference(USER, "good", "bad", "Be brief.", f"{path}:1")]
+
+
 def test_bad_preference_rows(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Q", "chosen": "good", "rejected": ""}])
     with pytest.raises(DataError, match=r"p\.jsonl:1: 'rejected' is missing or empty"):

@@ -294,11 +294,14 @@ def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:
     if prompt is None and all(transcripts := (_transcript(chosen), _transcript(rejected))):
         chosen, rejected = transcripts
     if isinstance(chosen, list) and isinstance(rejected, list) and not isinstance(prompt, list):
-        if prompt is None:  # TRL implicit prompt: both conversations share everything but the last answer
-            if chosen[:-1] != rejected[:-1]:
-                raise ctx.fail("chosen and rejected conversations differ before their last answer",
-                               "make them share the prompt turns, or give 'prompt' separately")
+        # TRL's implicit prompt: both conversations share everything but the last answer. Where a row also has a
+        # prompt string (mlabonne/orpo-dpo-mix-40k), the shared turns still win: they keep the system message
+        # and the earlier turns that the string leaves out.
+        if chosen[:-1] and chosen[:-1] == rejected[:-1]:
             prompt = chosen[:-1]
+        elif prompt is None:
+            raise ctx.fail("chosen and rejected conversations differ before their last answer",
+                           "make them share the prompt turns, or give 'prompt' separately")
     if isinstance(prompt, list):
         conv = _prompt_turns(ctx, prompt)
         messages, system = conv.messages[:-1], conv.system
