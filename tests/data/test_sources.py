@@ -479,3 +479,11 @@ def error_of_rows(source, split):
     with pytest.raises(DataError) as err:
         read_rows(source, split)
     return str(err.value)
+
+
+def test_a_validation_fraction_of_a_small_dataset_still_holds_a_row(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)])
+    splits = load_items(DataSpec(dataset=str(path), val_size=0.1, shuffle=False))
+    assert (len(splits.train), len(splits.val)) == (3, 1)
+    with pytest.raises(DataError, match=r"val_size=0.1 leaves no training rows out of 1"):
+        load_items(DataSpec(dataset=str(write_jsonl(tmp_path / "one.jsonl", [{"text": "x"}])), val_size=0.1))

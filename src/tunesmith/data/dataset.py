@@ -75,6 +75,7 @@ def load_items(spec: DataSpec, checked: Callable[[list[Item]], list[Item]] | Non
         val = _load(_as_list(spec.val_dataset), spec, checked, "validation")
     else:
         n_val = int(spec.val_size) if spec.val_size >= 1 else round(len(train) * spec.val_size)
+        n_val = max(n_val, spec.val_size > 0)  # a fraction asked for validation: never none (0.1 of 4 rows)
         if n_val >= len(train):
             raise DataError(f"{_as_list(spec.dataset)[0]}: val_size={spec.val_size} leaves no training rows "
                             f"out of {len(train)}; lower val_size")
