@@ -21,7 +21,7 @@ def test_eval_two_models_side_by_side(tiny_model_dir, tmp_path, alpaca_file):
     mc = write_jsonl(tmp_path / "mc.jsonl", MC)
     exact = write_jsonl(tmp_path / "exact.jsonl", EXACT)
     out = tmp_path / "eval"
-    r = run_cli("eval", "--model", str(tiny_model_dir), "--model", str(other), "--dataset", str(alpaca_file),
+    r = run_cli("eval", str(tiny_model_dir), "--model", str(other), "--dataset", str(alpaca_file),  # as chat takes it
                 "--benchmark", str(mc), "--benchmark", str(exact), "--out", str(out), "--max-samples", "8",
                 "--device", "cpu")
     assert r.returncode == 0, r.stderr
