@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tunesmith import llamafactory
+from tunesmith import llamafactory, llamafactory_v1
 from tunesmith.data.templates import FORMATS as TEMPLATE_FORMATS
 from tunesmith.errors import ConfigError
 from tunesmith.model.methods import METHODS as METHOD_REGISTRY
@@ -334,7 +334,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         data, lines = _yaml_with_lines(path)
-        if llamafactory.is_llamafactory(data):
+        if llamafactory_v1.is_v1(data):
+            data, lines = llamafactory_v1.translate(data, lines, path, set(FIELDS) | SECRET_KEYS)
+        elif llamafactory.is_llamafactory(data):
             data, lines = llamafactory.translate(data, lines, path, set(FIELDS) | SECRET_KEYS)
         for key, value in data.items():
             where = f"{path}:{lines.get(key, '?')}: "

@@ -8,7 +8,8 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
 - sharegpt: conversations: [{from: human|gpt|system, value}], system (optional). Turns without roles are read
             as LIMA and Capybara publish them: a list of texts (user first), or [{input, output}] exchanges.
 - openai:   messages: [{role: system|user|assistant, content}] (also under conversations, or conversation as in
-            lmsys-chat-1m and WildChat).
+            lmsys-chat-1m and WildChat); content may be a list of parts, whose text parts are kept (OpenAI's
+            {type: text, text}, LLaMA-Factory v1's {type: text, value}).
 - text:     text, or content as code corpora name it (raw documents, for pretraining). For stage=sft, a text that
             is a rendered chat (Guanaco's "### Human:", HH-RLHF, Llama 2's [INST], ChatML, Llama 3; see
             data.transcripts) is read back as its turns.
@@ -16,7 +17,8 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
             messages), `instruction`/`input`, or `messages`/`conversations` ending with a user turn. chosen/rejected
             are text, a message {role/from, content/value}, or (TRL style) whole conversations sharing the prompt,
             or whole rendered chats sharing the prompt (Anthropic HH-RLHF's "\n\nHuman: ... \n\nAssistant: ...").
-            `question` and `system` name the prompt too (Intel/orca_dpo_pairs).
+            `question` and `system` name the prompt too (Intel/orca_dpo_pairs); LLaMA-Factory v1 names the
+            conversations chosen_messages and rejected_messages.
 `columns` renames the user's columns to these names first, e.g. columns={instruction: question, output: answer}.
 """
 
@@ -33,7 +35,8 @@ from tunesmith.errors import DataError
 # (query), OpenOrca (system_prompt, question, response), OpenAI's legacy fine-tuning files (prompt, completion),
 # code corpora such as The Stack (content).
 ALIASES = {"instruction": ("prompt", "question", "query"), "input": ("context",),
-           "output": ("response", "completion", "answer"), "system": ("system_prompt",), "text": ("content",)}
+           "output": ("response", "completion", "answer"), "system": ("system_prompt",), "text": ("content",),
+           "chosen": ("chosen_messages",), "rejected": ("rejected_messages",)}
 SHAREGPT_ROLES = {
     "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
     "chatgpt": "assistant", "bing": "assistant", "bard": "assistant", "system": "system",
@@ -93,7 +96,7 @@ class _Ctx:
 
 
 def detect_format(row: dict[str, Any]) -> str:
-    if "chosen" in row and "rejected" in row:
+    if _column(row, "chosen") in row and _column(row, "rejected") in row:  # (LLaMA-Factory v1: chosen_messages)
         return "preference"
     if "messages" in row:
         return "openai"
@@ -251,13 +254,24 @@ def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles:
 
 def _content_text(ctx: _Ctx, content: Any, turn: int) -> str:
     text = _as_text(content)
-    if text is not None:
-        return text
-    if isinstance(content, list):  # OpenAI content parts: keep the text parts
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if parts:
-            return "".join(parts)
-    raise ctx.fail(f"turn {turn} content should be text, got {type(content).__name__}", "write the content as a string")
+    if isinstance(content, list):  # an image, audio or reasoning part would be dropped from what the model sees
+        other = sorted({str(p.get("type")) for p in content if isinstance(p, dict) and p.get("type") != "text"})
+        if other:
+            raise ctx.fail(f"turn {turn} has {', '.join(other)} content: tunesmith trains on text",
+                           "leave such rows out, or keep only their text parts")
+        text = _parts_text(content)
+    if text is None:
+        raise ctx.fail(f"turn {turn} content should be text, got {type(content).__name__}",
+                       "write the content as a string")
+    return text
+
+
+def _parts_text(content: Any) -> str | None:
+    """The text of content parts, OpenAI's [{type: text, text}] or LLaMA-Factory v1's [{type: text, value}]."""
+    if not isinstance(content, list):
+        return None
+    parts = [p.get("text", p.get("value", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"]
+    return "".join(parts) if parts else None
 
 
 def _sharegpt(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
@@ -289,7 +303,7 @@ def _text(ctx: _Ctx, obj: dict[str, Any]) -> Document:
 
 
 def _preference(ctx: _Ctx, obj: dict[str, Any]) -> Preference:
-    chosen, rejected = obj.get("chosen"), obj.get("rejected")
+    chosen, rejected = obj.get(_column(obj, "chosen")), obj.get(_column(obj, "rejected"))
     prompt = obj.get("prompt", obj.get("messages", obj.get("conversations")))
     if prompt is None and all(transcripts := (_transcript(chosen), _transcript(rejected))):
         chosen, rejected = transcripts
@@ -336,6 +350,7 @@ def _answer(ctx: _Ctx, value: Any, name: str) -> str:
         value = value[-1]
     if isinstance(value, dict):
         value = value.get("content", value.get("value"))
+        value = _parts_text(value) if isinstance(value, list) else value
     if not isinstance(value, str) or not value.strip():
         raise ctx.fail(f"'{name}' is missing or empty", f"write the {name} answer as text")
     return value

@@ -48,7 +48,7 @@ COMPRESSIONS = {".gz": (b"\x1f\x8b", gzip.decompress, "gzip"),
 # Columns that make a JSON object a row itself rather than a wrapper around the rows ({"data": [...]}).
 ROW_KEYS = {"instruction", "prompt", "question", "query", "input", "context", "output", "response", "completion",
             "answer", "system", "system_prompt", "history", "conversations", "conversation", "messages", "chosen",
-            "rejected", "text", "content"}
+            "rejected", "chosen_messages", "rejected_messages", "text", "content"}
 _DECODER = json.JSONDecoder()
 
 
