@@ -131,3 +131,20 @@ def test_tunesmith_train_runs_a_v1_config(v1_folder, tiny_model_dir):
     assert "read as a LLaMA-Factory v1 config" in result.stderr
     saved = yaml.safe_load((v1_folder / "run" / "config.yaml").read_text())
     assert saved["method"] == "lora" and saved["dataset"] == ["data/faq.json", "data/v1.jsonl"]
+
+
+def test_an_answer_with_zero_loss_weight_is_context_not_learnt(tmp_path, tokenizer):
+    from tunesmith.data.dataset import encode_conversation
+    from tunesmith.data.templates import get_template
+
+    turns = [v1_message("user", "Q1"), {**v1_message("assistant", "A1"), "loss_weight": 0.0},
+             v1_message("user", "Q2"), v1_message("assistant", "A2")]
+    [conv] = to_canonical(read_rows(str(write_jsonl(tmp_path / "d.jsonl", [{"messages": turns}]))))
+    assert conv.messages[1] == {"role": "assistant", "content": "A1", "train": False}
+    for name in ("chatml", "auto"):
+        example = encode_conversation(conv, get_template(name, tokenizer), tokenizer, 512)
+        trained = tokenizer.decode([t for t, label in zip(example.input_ids, example.labels) if label != -100])
+        assert "A2" in trained and "A1" not in trained and "Q" not in trained
+    turns[3]["loss_weight"] = 0
+    with pytest.raises(DataError, match=r"d2\.jsonl:1: every answer has loss_weight 0: nothing to learn"):
+        to_canonical(read_rows(str(write_jsonl(tmp_path / "d2.jsonl", [{"messages": turns}]))))

@@ -9,7 +9,8 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
             as LIMA and Capybara publish them: a list of texts (user first), or [{input, output}] exchanges.
 - openai:   messages: [{role: system|user|assistant, content}] (also under conversations, or conversation as in
             lmsys-chat-1m and WildChat); content may be a list of parts, whose text parts are kept (OpenAI's
-            {type: text, text}, LLaMA-Factory v1's {type: text, value}).
+            {type: text, text}, LLaMA-Factory v1's {type: text, value}); an answer with `loss_weight: 0` (v1) is
+            context, not learnt.
 - text:     text, or content as code corpora name it (raw documents, for pretraining). For stage=sft, a text that
             is a rendered chat (Guanaco's "### Human:", HH-RLHF, Llama 2's [INST], ChatML, Llama 3; see
             data.transcripts) is read back as its turns.
@@ -48,7 +49,8 @@ TURN_KEYS = ("conversations", "conversation")  # a list of turns under either na
 
 @dataclass
 class Conversation:
-    messages: list[dict[str, str]]  # alternating user / assistant, ending with assistant
+    messages: list[dict[str, Any]]  # alternating user / assistant, ending with assistant; an answer with
+    # "train": False is context only (a zero loss_weight), not in the loss
     system: str | None = None
     location: str = ""
 
@@ -247,8 +249,13 @@ def _turns(ctx: _Ctx, items: Any, key: str, role_key: str, text_key: str, roles:
         if role == "assistant" and not content.strip():
             raise ctx.fail(f"turn {i} is an empty answer", "write the answer or delete the row")
         messages.append({"role": role, "content": content})
+        if role == "assistant" and turn.get("loss_weight", 1) == 0:  # LLaMA-Factory v1: context, not to be learnt
+            messages[-1]["train"] = False
     if not messages or messages[-1]["role"] != "assistant":
         raise ctx.fail("the conversation does not end with an answer", "add the assistant's reply as the last turn")
+    if all(m.get("train") is False for m in messages if m["role"] == "assistant"):
+        raise ctx.fail("every answer has loss_weight 0: nothing to learn", "give the answers to learn loss_weight 1, "
+                       "or delete the row")
     return Conversation(messages, system, ctx.location)
 
 

@@ -138,7 +138,7 @@ class Template:
             before, after = self._answer(full[len(prefix):], content)
             # What the template writes between the chat prompt and the answer (Qwen3's empty think block) is the
             # model's to write when it chats: trained with the answer.
-            pieces += [(prefix[len(done):], False), (before + content + self.stop, True), (after, False)]
+            pieces += [(prefix[len(done):], False), (before + content + self.stop, _trained(message)), (after, False)]
             done = full
         return pieces
 
@@ -160,15 +160,20 @@ class Template:
             content = messages[k]["content"].strip()
             before, after = self._answer(full[start:], content)
             if k == answers[-1]:  # after the exact chat prompt: as in _turn_by_turn
-                pieces += [(full[cursor:start], False), (before + content + self.stop, True)]
+                pieces += [(full[cursor:start], False), (before + content + self.stop, _trained(messages[k]))]
             else:
-                pieces += [(full[cursor:start] + before, False), (content + self.stop, True)]
+                pieces += [(full[cursor:start] + before, False), (content + self.stop, _trained(messages[k]))]
             cursor = len(full) - len(after) if k == answers[-1] else start + len(before) + len(content)
             if k != answers[-1]:  # skip the stop token the template wrote after this answer
                 rest = full[cursor:]
                 if rest.lstrip().startswith(self.stop):
                     cursor += len(rest) - len(rest.lstrip()) + len(self.stop)
         return pieces + [(full[cursor:], False)]
+
+
+def _trained(message: dict) -> bool:
+    """Is this answer in the loss? All are, but one its row marks with a zero loss weight (LLaMA-Factory v1)."""
+    return message.get("train", True)
 
 
 def _is_token(tokenizer, text: str) -> bool:
