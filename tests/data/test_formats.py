@@ -200,3 +200,12 @@ def test_detect_format_takes_any_conversations_value(value):
     # the converter, not detection, reports a wrong value, with the row's location
     assert detect_format({"conversations": value}) == "sharegpt"
     assert detect_format({"conversations": [{"role": "user", "content": "Q"}]}) == "openai"
+
+
+def test_a_message_tree_row_is_named_not_trained_as_text(tmp_path):
+    """OpenAssistant/oasst1 publishes one message per row (message_id, parent_id, role, text)."""
+    row = {"message_id": "b", "parent_id": "a", "text": "4.", "role": "assistant", "lang": "en", "rank": 0}
+    path = write_jsonl(tmp_path / "oasst.jsonl", [row])
+    with pytest.raises(DataError, match=r"oasst\.jsonl:1: one message of a message tree .*/oasst_top1_2023-08-25"):
+        to_canonical(read_rows(str(path)))
+    assert [d.text for d in to_canonical(read_rows(str(path)), "text")] == ["4."]

@@ -122,6 +122,11 @@ def to_canonical(rows: list[Row], fmt: str = "auto", columns: dict[str, str] | N
     rows = [(loc, _rename(loc, obj, columns or {})) for loc, obj in rows]
     if fmt == "auto":
         fmt = detect_format(rows[0][1])
+        if fmt == "text" and {"message_id", "parent_id", "role"} <= set(rows[0][1]):
+            raise DataError(f"{rows[0][0]}: one message of a message tree (OpenAssistant's oasst1/oasst2: message_id, "
+                            "parent_id), not a conversation; train on its conversations, e.g. "
+                            "OpenAssistant/oasst_top1_2023-08-25, or set dataset_format=text to read each message "
+                            "as a document")
         if fmt == "unknown":
             loc, obj = rows[0]
             # A CSV without a header row: its first data row became the column names.
