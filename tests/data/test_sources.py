@@ -51,10 +51,19 @@ def test_invalid_utf8_names_line_and_offset(tmp_path, name, content):
         "(Excel: Save As 'CSV UTF-8'; or iconv -f cp1252 -t utf-8 FILE)")
 
 
-def test_korean_excel_csv_is_named_cp949(tmp_path):
-    """Excel on Korean Windows saves CSV as cp949: the fix names that encoding, not cp1252."""
-    (tmp_path / "ko.csv").write_bytes("instruction,output\n질문,답변\n".encode("cp949"))
-    assert error_of(tmp_path / "ko.csv").endswith("iconv -f cp949 -t utf-8 FILE)")
+@pytest.mark.parametrize("encoding, text", [
+    ("cp949", "질문,답변"),  # Excel on Korean Windows saves CSV as cp949
+    ("cp949", "자전거 대여료는 얼마인가요?,한 달에 59000원입니다."),
+    ("cp932", "営業時間は？,午前8時から午後9時までです。"),
+    ("gb18030", "营业时间是什么？,上午八点到晚上九点。"),
+    ("cp1251", "Когда вы открыты?,С 8 утра до 9 вечера."),
+    ("cp1252", "Grüße aus München,Où est le café?"),
+])
+def test_a_legacy_code_page_is_named_in_the_fix(tmp_path, encoding, text):
+    """The fix names the code page the file was written in (Korean, Japanese, Chinese, Cyrillic, western European
+    Windows), not always cp1252."""
+    (tmp_path / "d.csv").write_bytes(f"instruction,output\n{text}\n".encode(encoding))
+    assert error_of(tmp_path / "d.csv").endswith(f"iconv -f {encoding} -t utf-8 FILE)")
 
 
 def test_semicolon_and_tab_separated_files_are_read(tmp_path):

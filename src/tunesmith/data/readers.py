@@ -125,14 +125,41 @@ def _decode(path: Path, data: bytes) -> str:
     return text
 
 
+# Korean's most frequent syllables: Korean text is mostly made of them, while Japanese or Chinese bytes read as cp949
+# (which decodes nearly any pair of high bytes as some Hangul syllable) give rare ones.
+COMMON_HANGUL = set("이다는의에가을고하지기로한서리사도어나자대요시니수를은게아해있습그일것주부정보인라거면전장상들세원까"
+                    "무과우만여데구제문히내되진비소적분저경신성마모안중않운실화오께위동때말물미방러질답변용번합")
+
+
 def _legacy_encoding(data: bytes) -> str:
-    """The encoding a file that is not UTF-8 most likely has: Korean Windows (Excel's CSV) writes cp949; western
-    European Windows cp1252."""
-    try:
-        korean = any("\uac00" <= ch <= "\ud7a3" for ch in data.decode("cp949"))
-    except UnicodeDecodeError:
-        korean = False
-    return "cp949" if korean else "cp1252"
+    """The Windows code page a file that is not UTF-8 most likely has, judged by what its text reads as: Korean
+    (cp949, what Excel writes there) when its Hangul is mostly common syllables, Japanese (cp932) when it has kana,
+    Chinese (gb18030) when it is mostly ideographs, Cyrillic (cp1251) when whole words are Cyrillic; else western
+    European cp1252."""
+    def read(encoding: str) -> list[str]:
+        try:
+            return [ch for ch in data.decode(encoding) if ord(ch) > 127]
+        except UnicodeDecodeError:
+            return []
+
+    def share(chars: list[str], test) -> float:
+        return sum(map(test, chars)) / max(len(chars), 1)
+
+    if share(read("cp949"), COMMON_HANGUL.__contains__) > 0.2:
+        return "cp949"
+    if share(read("cp932"), lambda ch: "\u3040" <= ch <= "\u30ff") > 0.15:  # hiragana and katakana
+        return "cp932"
+    latin = data.decode("cp1252", errors="replace")
+    wide = [i for i, ch in enumerate(latin) if ord(ch) > 127]
+    inside_words = sum(any(latin[j:j + 1].isascii() and latin[j:j + 1].isalpha() for j in (i - 1, i + 1))
+                       for i in wide)
+    if inside_words >= len(wide) / 2:  # café, Grüße: accented letters inside words of ASCII letters
+        return "cp1252"
+    if share(read("gb18030"), lambda ch: "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\uffef") > 0.8:
+        return "gb18030"
+    if share(read("cp1251"), lambda ch: "\u0400" <= ch <= "\u04ff") > 0.8:  # whole words of Cyrillic
+        return "cp1251"
+    return "cp1252"
 
 
 def _to_utf8(encoding: str) -> str:
