@@ -496,3 +496,17 @@ def test_a_validation_fraction_of_a_small_dataset_still_holds_a_row(tmp_path):
     assert (len(splits.train), len(splits.val)) == (3, 1)
     with pytest.raises(DataError, match=r"val_size=0.1 leaves no training rows out of 1"):
         load_items(DataSpec(dataset=str(write_jsonl(tmp_path / "one.jsonl", [{"text": "x"}])), val_size=0.1))
+
+
+def test_a_dataset_may_be_a_pattern_or_names_separated_by_commas(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    for name, n in (("a", 2), ("b", 3)):
+        write_jsonl(tmp_path / "d" / f"{name}.jsonl", [{"instruction": f"{name}{i}", "output": "x"} for i in range(n)])
+    assert [loc for loc, _ in read_rows("d/*.jsonl")] == [f"d/{f}.jsonl:{i}" for f, n in (("a", 2), ("b", 3))
+                                                           for i in range(1, n + 1)]
+    assert len(read_rows("d/b.jsonl, d/a.jsonl")) == 5
+    with pytest.raises(DataError, match=r"^d/\*\.csv: no file matches this pattern"):
+        read_rows("d/*.csv")
+    with pytest.raises(DataError, match=r"^d/c\.jsonl: file not found"):
+        read_rows("d/a.jsonl,d/c.jsonl")

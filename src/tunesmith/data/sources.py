@@ -13,6 +13,7 @@ lives in `readers`; this module decides what a `dataset=` entry names.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -57,6 +58,15 @@ def read_rows(source: str, split: str = "train") -> list[Row]:
         raise DataError(f"{shown}: not a usable path ({getattr(e, 'strerror', None) or e}); check the "
                         "path") from None
     if mode is None:
+        parts = [part.strip() for part in source.split(",")]
+        if len(parts) > 1 and all(parts):  # dataset=a.jsonl,b.jsonl (as LLaMA-Factory lists its datasets)
+            return [row for part in parts for row in read_rows(part, split)]
+        matches = sorted(glob.glob(str(path), recursive=True)) if glob.has_magic(source) else []
+        if matches:  # dataset='data/*.jsonl', as datasets' data_files take it
+            return [row for match in matches for row in read_rows(match, split)]
+        if glob.has_magic(source) and is_data_file_name(source):
+            raise DataError(f"{source}: no file matches this pattern; check the path (relative paths start at the "
+                            "current folder)")
         if is_data_file_name(source) or "/" not in source.strip("/"):
             fix = _llamafactory_name(source) or "check the path (relative paths start at the current folder)"
             raise DataError(f"{source}: file not found; {fix}")
