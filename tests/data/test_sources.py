@@ -510,3 +510,21 @@ def test_a_dataset_may_be_a_pattern_or_names_separated_by_commas(tmp_path, monke
         read_rows("d/*.csv")
     with pytest.raises(DataError, match=r"^d/c\.jsonl: file not found"):
         read_rows("d/a.jsonl,d/c.jsonl")
+
+
+@pytest.mark.parametrize("orient", [None, "index", "split"])
+def test_a_dataframe_saved_by_pandas_to_json_is_read_as_rows(tmp_path, orient):
+    """df.to_json(path) writes {column: {index: value}} unless told orient='records'."""
+    import pandas as pd
+
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)]
+    path = tmp_path / "df.json"
+    pd.DataFrame(rows).to_json(path, **({"orient": orient} if orient else {}))
+    assert read_rows(str(path)) == [(f"{path}:row {i}", row) for i, row in enumerate(rows, 1)]
+
+
+def test_a_row_whose_answers_are_messages_is_not_taken_for_a_table(tmp_path):
+    row = {"chosen": {"role": "assistant", "content": "good"}, "rejected": {"role": "assistant", "content": "bad"}}
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(row))
+    assert read_rows(str(path)) == [(f"{path}:1", row)]

@@ -8,7 +8,6 @@ Files are read whole: every row is kept in memory for training anyway, and whole
 from __future__ import annotations
 
 import bz2
-import codecs
 import csv
 import gzip
 import io
@@ -20,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tunesmith.data.text_encoding import EXCEL_CSV, decode_text
 from tunesmith.errors import DataError, first_line
 from tunesmith.once import log_once
 
@@ -29,17 +29,9 @@ Row = tuple[str, dict[str, Any]]
 # Python's default csv cell limit is 128 KiB; a real dataset may hold whole documents in one cell. 2**31 - 1 is the
 # largest value every platform's C long accepts, and a cell can never be bigger than the file we already hold.
 CSV_FIELD_LIMIT = 2**31 - 1
-EXCEL_CSV = "in Excel use Save As 'CSV UTF-8'"
 # Spreadsheet files by name: what to do instead.
 SPREADSHEETS = {".xlsx": "an Excel workbook", ".xls": "an old Excel workbook", ".ods": "a LibreOffice spreadsheet",
                 ".numbers": "a Numbers spreadsheet"}
-# Binary files that users rename or mislabel, recognised by their first bytes, and what to do instead.
-MAGIC = (
-    (b"PK\x03\x04", f"a zip archive (an Excel .xlsx?), not text; {EXCEL_CSV}, or unzip it"),
-    (b"\xd0\xcf\x11\xe0", f"an old Excel .xls (or other Office) file, not text; {EXCEL_CSV}"),
-    (b"PAR1", "a parquet file, not text; rename it to .parquet"),
-    (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it first (unzstd FILE), or recompress it with gzip"),
-)
 # Compressed text files, recognised by their first bytes whatever their name (public datasets ship .jsonl.gz; a
 # download may keep its compression under a plain name). The format is the name's suffix under the compression one.
 COMPRESSIONS = {".gz": (b"\x1f\x8b", gzip.decompress, "gzip"),
@@ -75,7 +67,7 @@ def read_file(path: Path) -> list[Row]:
         shown = path.suffix if suffix == path.suffix.lower() else suffix + path.suffix
         raise DataError(f"{path}: unsupported file type '{shown}'; use {', '.join(FILE_SUFFIXES[:-1])} or "
                         f"{FILE_SUFFIXES[-1]} (also compressed: {', '.join(COMPRESSIONS)})")
-    return TEXT_READERS[suffix](path, _decode(path, _decompressed(path, _read_bytes(path))))
+    return TEXT_READERS[suffix](path, decode_text(path, _decompressed(path, _read_bytes(path))))
 
 
 def _decompressed(path: Path, data: bytes) -> bytes:
@@ -101,69 +93,6 @@ def _unreadable(path: Path, e: OSError) -> DataError:
         return DataError(f"{path}: permission denied; make the file readable (chmod a+r) or copy it somewhere "
                          "you can read")
     return DataError(f"{path}: cannot read the file ({e.strerror or e}); check the path")
-
-
-def _decode(path: Path, data: bytes) -> str:
-    """UTF-8 text with an optional byte-order mark (Excel's 'CSV UTF-8' and Notepad write one)."""
-    for magic, what in MAGIC:
-        if data.startswith(magic):
-            raise DataError(f"{path}: this is {what}")
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise DataError(f"{path}: the file is UTF-16 text; {_to_utf8('utf-16')}")
-    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
-    try:
-        text = data[skip:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        at = skip + e.start
-        line = data.count(b"\n", 0, at) + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[at]:02x} at byte offset {at}); "
-                        f"{_to_utf8(_legacy_encoding(data))}") from None
-    nul = text.find("\0")
-    if nul >= 0:  # valid UTF-8 but binary, or UTF-16 without a byte-order mark: never text to train on
-        raise DataError(f"{path}:{text.count(chr(10), 0, nul) + 1}: contains NUL bytes, so it is binary or UTF-16, "
-                        f"not UTF-8 text; {_to_utf8('utf-16le')}")  # Windows' UTF-16, without its mark
-    return text
-
-
-# Korean's most frequent syllables: Korean text is mostly made of them, while Japanese or Chinese bytes read as cp949
-# (which decodes nearly any pair of high bytes as some Hangul syllable) give rare ones.
-COMMON_HANGUL = set("이다는의에가을고하지기로한서리사도어나자대요시니수를은게아해있습그일것주부정보인라거면전장상들세원까"
-                    "무과우만여데구제문히내되진비소적분저경신성마모안중않운실화오께위동때말물미방러질답변용번합")
-
-
-def _legacy_encoding(data: bytes) -> str:
-    """The Windows code page a file that is not UTF-8 most likely has, judged by what its text reads as: Korean
-    (cp949, what Excel writes there) when its Hangul is mostly common syllables, Japanese (cp932) when it has kana,
-    Chinese (gb18030) when it is mostly ideographs, Cyrillic (cp1251) when whole words are Cyrillic; else western
-    European cp1252."""
-    def read(encoding: str) -> list[str]:
-        try:
-            return [ch for ch in data.decode(encoding) if ord(ch) > 127]
-        except UnicodeDecodeError:
-            return []
-
-    def share(chars: list[str], test) -> float:
-        return sum(map(test, chars)) / max(len(chars), 1)
-
-    if share(read("cp949"), COMMON_HANGUL.__contains__) > 0.2:
-        return "cp949"
-    if share(read("cp932"), lambda ch: "\u3040" <= ch <= "\u30ff") > 0.15:  # hiragana and katakana
-        return "cp932"
-    latin = data.decode("cp1252", errors="replace")
-    wide = [i for i, ch in enumerate(latin) if ord(ch) > 127]
-    inside_words = sum(any(latin[j:j + 1].isascii() and latin[j:j + 1].isalpha() for j in (i - 1, i + 1))
-                       for i in wide)
-    if inside_words >= len(wide) / 2:  # café, Grüße: accented letters inside words of ASCII letters
-        return "cp1252"
-    if share(read("gb18030"), lambda ch: "\u4e00" <= ch <= "\u9fff" or "\u3000" <= ch <= "\uffef") > 0.8:
-        return "gb18030"
-    if share(read("cp1251"), lambda ch: "\u0400" <= ch <= "\u04ff") > 0.8:  # whole words of Cyrillic
-        return "cp1251"
-    return "cp1252"
-
-
-def _to_utf8(encoding: str) -> str:
-    return f"save the file as UTF-8 (Excel: Save As 'CSV UTF-8'; or iconv -f {encoding} -t utf-8 FILE)"
 
 
 class _Lines:
@@ -256,6 +185,10 @@ def _json_lines(path: Path, text: str) -> list[Row]:
 def _unwrap(path: Path, text: str, start: int, rows: list[Row], lines: _Lines) -> list[Row]:
     """A file holding one object: the row itself, or (many public datasets) {"data": [rows]} — read that list."""
     obj = rows[0][1]
+    table = _pandas_rows(obj)
+    if table is not None:
+        log_once(log, f"{path}: a table as pandas' to_json writes it; reading its {len(table)} rows")
+        return [(f"{path}:row {i}", row) for i, row in enumerate(table, 1)]
     if ROW_KEYS & set(obj):
         return rows
     lists = [k for k, v in obj.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
@@ -272,6 +205,25 @@ def _unwrap(path: Path, text: str, start: int, rows: list[Row], lines: _Lines) -
         if key == lists[0] and text.startswith("[", pos):
             return _array_rows(path, text, pos, lines)[0]
         pos = _DECODER.raw_decode(text, pos)[1]
+
+
+def _pandas_rows(obj: dict) -> list[dict] | None:
+    """The rows of a DataFrame saved by `df.to_json(path)`: {column: {index: value}} (the default), orient='index'
+    ({index: {column: value}}) or orient='split' ({columns, index, data}); None for any other object. Index labels
+    are numbers, as a DataFrame read from rows numbers them."""
+    def numbered(keys) -> bool:
+        return bool(keys) and all(isinstance(k, str) and k.isdigit() for k in keys)
+
+    values = list(obj.values())
+    if values and all(isinstance(v, dict) for v in values):
+        if numbered(values[0]) and all(v.keys() == values[0].keys() for v in values):  # {column: {index: value}}
+            return [{column: obj[column][index] for column in obj} for index in values[0]]
+        if numbered(obj):  # {index: {column: value}}
+            return values
+    if set(obj) in ({"columns", "index", "data"}, {"columns", "data"}) and isinstance(obj["columns"], list) \
+            and isinstance(obj["data"], list) and all(isinstance(r, list) for r in obj["data"]):
+        return [dict(zip(obj["columns"], r)) for r in obj["data"]]
+    return None
 
 
 def _array_rows(path: Path, text: str, pos: int, lines: _Lines) -> tuple[list[Row], int]:
