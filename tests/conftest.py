@@ -86,6 +86,26 @@ def save_tiny_llama(out: Path, tok) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def hybrid_model_dir(tmp_path_factory, embedded_dir) -> Path:
+    """A 2-layer random Qwen3.5 (one linear-attention layer, one full-attention layer) with the SmolLM2 tokenizer:
+    a model whose linear attention cannot keep packed rows apart on a CPU."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    config = AutoConfig.for_model("qwen3_5_text", vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                  layer_types=["linear_attention", "full_attention"], linear_num_value_heads=4,
+                                  linear_num_key_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
+                                  tie_word_embeddings=True, initializer_range=0.2, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-qwen3_5")
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),

@@ -80,3 +80,19 @@ def test_slot_cache_keeps_rows_packed_and_grows():
     assert torch.all(cache.keys[:, 2, :, :40] == 9) and torch.all(cache.keys[:, 0, :, :2] == 3)
     cache.reserve(1, 1000)
     assert cache.keys.shape[3] == 64  # never beyond the model's context
+
+
+def test_a_linear_attention_model_batches_as_each_request_alone(hybrid_model_dir):
+    """Qwen3.5's linear-attention layers keep per-row conv and recurrent states: requests of different lengths share
+    a batch (left-padded) and leave it mid-flight, each answered as alone."""
+    lm = load_for_inference(str(hybrid_model_dir))
+    engine = lm.engine.use("fp32", fast=False)
+    prompts = [lm.encode_chat([{"role": "user", "content": q}]) for q in ("Hi", "A much longer question here?")]
+    alone = []
+    for ids, n in zip(prompts, (3, 8)):
+        r = Request(ids, SamplingParams(max_new_tokens=n, temperature=0))
+        engine.generate([r])
+        alone.append(r.completion_ids)
+    together = [Request(ids, SamplingParams(max_new_tokens=n, temperature=0)) for ids, n in zip(prompts, (3, 8))]
+    engine.generate(together)  # the short one leaves after 3 tokens; the long one goes on alone
+    assert [r.completion_ids for r in together] == alone

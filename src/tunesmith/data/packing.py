@@ -5,13 +5,20 @@ restart at 0 for every row; transformers reads that as a packed batch and confin
 (block-diagonal causal mask for SDPA/eager, varlen kernels for flash-attention), so no row sees another and no
 FLOP is spent on padding. Targets are shifted *inside* each row, so the last token of one row never learns to
 predict the first token of the next.
+
+A model whose layers cannot keep packed rows apart (Qwen3.5's linear attention without its CUDA kernels; see
+model.row_isolation) gets `packed=False`: each row is its own micro-batch, and a preference pair's two rows sit side
+by side in a batch of two, right-padded: a causal model's outputs at a row's own positions never see the padding
+after them.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 IGNORE = -100
 
@@ -34,19 +41,29 @@ class MicroBatch:
     num_rows: int
     max_row_len: int
     rows_per_sample: int = 1  # 2 for preference pairs: rows 2i and 2i+1 are chosen and rejected
+    packed: bool = True  # False: (rows, longest) right-padded, one row per line (pad_rows)
 
     @property
     def num_samples(self) -> int:
         return self.num_rows // self.rows_per_sample
 
     def row_index(self) -> torch.Tensor:
-        """(T,): the row each token belongs to."""
+        """(all positions,): the row each position of the flattened input belongs to."""
         lengths = (self.cu_seq_lens[1:] - self.cu_seq_lens[:-1]).long()
+        if not self.packed:
+            lengths = torch.full_like(lengths, self.input_ids.shape[1])
         return torch.repeat_interleave(torch.arange(self.num_rows, device=lengths.device), lengths)
+
+    def row_ends(self) -> torch.Tensor:
+        """(rows,): where each row's last token is in the flattened input."""
+        if self.packed:
+            return (self.cu_seq_lens[1:] - 1).long()
+        lengths = (self.cu_seq_lens[1:] - self.cu_seq_lens[:-1]).long()
+        return torch.arange(self.num_rows, device=lengths.device) * self.input_ids.shape[1] + lengths - 1
 
     @property
     def num_tokens(self) -> int:
-        return self.input_ids.shape[1]
+        return int(self.cu_seq_lens[-1])  # the rows' own tokens, never padding
 
     @property
     def num_targets(self) -> int:
@@ -54,12 +71,17 @@ class MicroBatch:
 
     def to(self, device) -> "MicroBatch":
         return MicroBatch(self.input_ids.to(device), self.position_ids.to(device), self.targets.to(device),
-                          self.cu_seq_lens.to(device), self.num_rows, self.max_row_len, self.rows_per_sample)
+                          self.cu_seq_lens.to(device), self.num_rows, self.max_row_len, self.rows_per_sample,
+                          self.packed)
 
     def model_inputs(self) -> dict:
-        """Keyword arguments for a transformers causal LM: packed positions plus varlen row boundaries."""
-        return {"input_ids": self.input_ids, "position_ids": self.position_ids, "cu_seq_lens_q": self.cu_seq_lens,
-                "cu_seq_lens_k": self.cu_seq_lens, "max_length_q": self.max_row_len, "max_length_k": self.max_row_len}
+        """Keyword arguments for a transformers causal LM: packed positions plus varlen row boundaries (none for one
+        row, or rows side by side)."""
+        inputs = {"input_ids": self.input_ids, "position_ids": self.position_ids}
+        if self.packed and self.num_rows > 1:
+            inputs |= {"cu_seq_lens_q": self.cu_seq_lens, "cu_seq_lens_k": self.cu_seq_lens,
+                       "max_length_q": self.max_row_len, "max_length_k": self.max_row_len}
+        return inputs
 
 
 def pack_rows(examples: list[Example]) -> MicroBatch:
@@ -72,6 +94,19 @@ def pack_rows(examples: list[Example]) -> MicroBatch:
     as_tensor = lambda xs: torch.tensor([xs], dtype=torch.long)  # noqa: E731
     return MicroBatch(as_tensor(ids), as_tensor(pos), as_tensor(tgt), torch.tensor(bounds, dtype=torch.int32),
                       len(examples), max(len(ex) for ex in examples))
+
+
+def pad_rows(examples: list[Example]) -> MicroBatch:
+    """Rows side by side, (rows, longest), right-padded: the padding is never a target and, the model being causal,
+    never seen from a row's own positions."""
+    longest = max(len(ex) for ex in examples)
+    packed = [pack_rows([ex]) for ex in examples]
+    grow = lambda t, fill: F.pad(t, (0, longest - t.shape[1]), value=fill)  # noqa: E731
+    return MicroBatch(torch.cat([grow(b.input_ids, 0) for b in packed]),
+                      torch.cat([grow(b.position_ids, 0) for b in packed]),
+                      torch.cat([grow(b.targets, IGNORE) for b in packed]),
+                      torch.tensor([0, *itertools.accumulate(len(ex) for ex in examples)], dtype=torch.int32),
+                      len(examples), longest, packed=False)
 
 
 def _first_fit(items: list, size, token_budget: int) -> list[list]:
@@ -90,16 +125,23 @@ def _first_fit(items: list, size, token_budget: int) -> list[list]:
     return bins
 
 
-def pack_step(examples: list[Example], token_budget: int) -> list[MicroBatch]:
-    """Group one optimizer step's rows into as few micro-batches as fit the budget."""
+def pack_step(examples: list[Example], token_budget: int, packed: bool = True) -> list[MicroBatch]:
+    """Group one optimizer step's rows into as few micro-batches as fit the budget (`packed=False`: one row each)."""
+    if not packed:
+        return [pack_rows([ex]) for ex in examples]
     return [pack_rows(b) for b in _first_fit(examples, len, token_budget)]
 
 
-def pack_pairs(pairs: list[tuple[Example, Example]], token_budget: int) -> list[MicroBatch]:
-    """Preference pairs: a pair never splits across micro-batches; its chosen row is followed by its rejected row."""
+def pack_pairs(pairs: list[tuple[Example, Example]], token_budget: int, packed: bool = True) -> list[MicroBatch]:
+    """Preference pairs: a pair never splits across micro-batches; its chosen row is followed by its rejected row
+    (`packed=False`: one pair per micro-batch, its rows side by side)."""
+    if not packed:
+        groups = [[pair] for pair in pairs]
+    else:
+        groups = _first_fit(pairs, lambda p: len(p[0]) + len(p[1]), token_budget)
     batches = []
-    for group in _first_fit(pairs, lambda p: len(p[0]) + len(p[1]), token_budget):
-        batch = pack_rows([row for pair in group for row in pair])
+    for group in groups:
+        batch = (pack_rows if packed else pad_rows)([row for pair in group for row in pair])
         batch.rows_per_sample = 2
         batches.append(batch)
     return batches

@@ -35,6 +35,7 @@ from tunesmith.evaluate.abtest import ABOptions, ABTest
 from tunesmith.evaluate.benchmarks import Benchmark, load_benchmark, score
 from tunesmith.evaluate.curves import training_curves
 from tunesmith.evaluate.table import format_table, format_value, metric_rows  # noqa: F401 - the Web UI's names
+from tunesmith.model.row_isolation import packed_rows_stay_apart
 from tunesmith.run import EMBEDDED, RunDir
 from tunesmith.stages.base import causal_lm_loss
 from tunesmith.stages.pt import PretrainStage
@@ -72,7 +73,8 @@ def dataset_loss(loaded, items: list) -> dict:
         raise DataError(f"dataset: no row has an answer within the first {cutoff} tokens; use shorter rows")
     device = next(loaded.model.parameters()).device
     total, count = 0.0, 0
-    for batch in pack_step(examples, max(TOKEN_BUDGET, max(len(e) for e in examples))):
+    packed = packed_rows_stay_apart(loaded.model)
+    for batch in pack_step(examples, max(TOKEN_BUDGET, max(len(e) for e in examples)), packed):
         out = causal_lm_loss(loaded.model, batch.to(device))
         total += float(out.loss_sum)
         count += out.num_targets

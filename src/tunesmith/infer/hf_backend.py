@@ -30,8 +30,6 @@ class HfBackend:
 
     @torch.no_grad()
     def prefill(self, prompts: list[list[int]]) -> tuple[HfState, torch.Tensor]:
-        from transformers import DynamicCache
-
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -40,7 +38,7 @@ class HfBackend:
             mask[i, width - len(p):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=DynamicCache(),
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=kv.new_cache(self.model),
                          use_cache=True, logits_to_keep=1)
         return HfState(out.past_key_values, mask, positions[:, -1:]), out.logits[:, -1].float().cpu()
 
@@ -57,7 +55,7 @@ class HfBackend:
     def keep(self, state: HfState, rows: list[int]) -> HfState:
         if not rows:
             return state  # the batch is over; its cache goes with it
-        kv.select_rows(state.cache, rows)
+        kv.select_rows(state.cache, rows, self.device)
         state.mask, state.positions = state.mask[rows], state.positions[rows]
         padding = int((state.mask.sum(0) == 0).cumprod(0).sum())
         if padding and kv.can_merge(state.cache):  # the rows that needed those columns are gone

@@ -4,6 +4,8 @@ Rows leave a running batch with the public `Cache.batch_select_indices`. Rows jo
 public `Cache.update`, from both caches' per-layer tensors left-padded to one length. Reading those tensors
 (`cache.layers[i].keys/.values`) is the one reliance on transformers internals: `tests/infer/test_kv.py` fails
 loudly if it changes, and `can_merge` keeps any cache with other layer kinds (sliding windows) out of this path.
+Linear-attention layers (Qwen3.5, Qwen3-Next) keep a conv and a recurrent state per row instead of keys, which
+transformers cannot select rows of: `select_rows` indexes those states itself (their names are read here alone).
 """
 
 from __future__ import annotations
@@ -18,8 +20,25 @@ def can_merge(cache) -> bool:
                                 for layer in layers)
 
 
-def select_rows(cache, rows: list[int]) -> None:
-    cache.batch_select_indices(torch.tensor(rows, device=cache.layers[0].keys.device))
+def new_cache(model):
+    """An empty cache for `model`: a plain DynamicCache, whose attention layers merge, unless the model has layers of
+    other kinds (linear attention), which need their own cache layers, built from its config."""
+    from transformers import DynamicCache
+
+    config = model.config.get_text_config(decoder=True)
+    kinds = set(getattr(config, "layer_types", None) or ())
+    return DynamicCache(config=model.config) if kinds - {"full_attention", "sliding_attention"} else DynamicCache()
+
+
+def select_rows(cache, rows: list[int], device) -> None:
+    index = torch.tensor(rows, device=device)
+    for layer in cache.layers:
+        for states in (getattr(layer, "conv_states", None), getattr(layer, "recurrent_states", None)):
+            for key, state in (states or {}).items():  # linear attention: one state per row
+                if state is not None:
+                    states[key] = state[index]
+        if hasattr(layer, "batch_select_indices"):  # attention keys and values
+            layer.batch_select_indices(index)
 
 
 def merge(a, b, width_a: int, width_b: int):

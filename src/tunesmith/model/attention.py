@@ -47,7 +47,7 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
 
     bounds = kwargs.get("cu_seq_lens_q")
     if bounds is None and attention_mask is None and query.shape[2] == key.shape[2]:
-        bounds = torch.tensor([0, query.shape[2]], device=query.device)  # one unpacked row, no cache
+        bounds = torch.tensor([0, query.shape[2]], device=query.device)  # unpacked rows (one per line), no cache
     if bounds is None or attention_mask is not None:  # generation or padded input: the standard paths
         if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
             eager = _own_eager(module) or sdpa_attention_forward  # SDPA refuses what it cannot apply
@@ -60,8 +60,9 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
         return packed_exact_attention(module, query, key, value, bounds, dropout, scaling, **kwargs)
     window, softcap, sinks = kwargs.get("sliding_window"), kwargs.get("softcap"), kwargs.get("s_aux")
     dtype = query.dtype
-    if (query.is_cuda and dtype in (torch.bfloat16, torch.float16) and softcap is None and sinks is None
-            and not (dropout and getattr(module, "training", False)) and cuda_flash_works(query.device)):
+    if (query.is_cuda and query.shape[0] == 1 and dtype in (torch.bfloat16, torch.float16) and softcap is None
+            and sinks is None and not (dropout and getattr(module, "training", False))
+            and cuda_flash_works(query.device)):
         return flash_rows(query, key, value, bounds, kwargs.get("max_length_q"), scaling, window), None
     edges = bounds.tolist()
     cpu_low = query.device.type == "cpu" and dtype in (torch.bfloat16, torch.float16)

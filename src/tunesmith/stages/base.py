@@ -82,7 +82,9 @@ class Stage:
     def encode(self, items: list[Item], template: Template, tokenizer, split: str) -> list:
         raise NotImplementedError
 
-    def batches(self, examples: list, token_budget: int) -> list[MicroBatch]:
+    def batches(self, examples: list, token_budget: int, packed: bool = True) -> list[MicroBatch]:
+        """Micro-batches of at most `token_budget` tokens; `packed=False` for a model that cannot keep packed rows
+        apart (data.packing)."""
         raise NotImplementedError
 
     def loss(self, model, batch: MicroBatch) -> LossOutput:

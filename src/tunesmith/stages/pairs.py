@@ -26,7 +26,7 @@ def answer_logps(model, batch: MicroBatch, average: bool = False) -> torch.Tenso
     out = model(**batch.model_inputs(), logits_to_keep=keep, use_cache=False)
     logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
     logps = -F.cross_entropy(logits, batch.targets[keep], reduction="none")
-    rows = batch.row_index()[keep[0]]
+    rows = batch.row_index()[keep.flatten()]
     total = torch.zeros(batch.num_rows, device=logps.device).index_add(0, rows, logps)
     return total / torch.bincount(rows, minlength=batch.num_rows).clamp(min=1) if average else total
 
@@ -64,8 +64,8 @@ class PairStage(Stage):
             raise DataError(f"{split}: no pair fits cutoff_len={self.cutoff_len}; raise cutoff_len")
         return pairs
 
-    def batches(self, pairs: list[Pair], token_budget: int) -> list[MicroBatch]:
-        return pack_pairs(pairs, max(token_budget, 2 * self.cutoff_len))  # a pair always fits
+    def batches(self, pairs: list[Pair], token_budget: int, packed: bool = True) -> list[MicroBatch]:
+        return pack_pairs(pairs, max(token_budget, 2 * self.cutoff_len), packed)  # a pair always fits
 
     def loss_units(self, batch: MicroBatch) -> int:
         return batch.num_samples  # pairs

@@ -15,9 +15,8 @@ def reward_scores(model, batch: MicroBatch) -> torch.Tensor:
     """One scalar per row: the score head on the hidden state of the row's last token."""
     scorer = unwrap(model)
     backbone = getattr(scorer, scorer.base_model_prefix)
-    hidden = backbone(**batch.model_inputs(), use_cache=False).last_hidden_state[0]
-    last = (batch.cu_seq_lens[1:] - 1).long()
-    return scorer.score(hidden[last]).squeeze(-1).float()
+    hidden = backbone(**batch.model_inputs(), use_cache=False).last_hidden_state.flatten(0, 1)
+    return scorer.score(hidden[batch.row_ends()]).squeeze(-1).float()
 
 
 class RewardStage(PairStage):

@@ -39,8 +39,8 @@ class SFTStage(Stage):
         return encode_items(self.checked(items), template, tokenizer, self.cutoff_len, self.train_on_prompt,
                             split)
 
-    def batches(self, examples: list, token_budget: int) -> list[MicroBatch]:
-        return pack_step(examples, token_budget)
+    def batches(self, examples: list, token_budget: int, packed: bool = True) -> list[MicroBatch]:
+        return pack_step(examples, token_budget, packed)
 
     def loss(self, model, batch: MicroBatch) -> LossOutput:
         return causal_lm_loss(model, batch)

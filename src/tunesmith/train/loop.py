@@ -99,7 +99,7 @@ class _Trainer:
         self.s, self.cfg, self.state, self.monitor, self.par = s, s.cfg, s.state, monitor, s.par
         self.is_main = s.par.is_main
         # A zero-weight stand-in for a process with fewer micro-batches than the others (see `evenly`).
-        self.filler = s.stage.batches(s.train_examples[:1], s.plan.token_budget)[0]
+        self.filler = s.stage.batches(s.train_examples[:1], s.plan.token_budget, s.packed)[0]
         self.best = BestWeights(s.out / CHECKPOINTS, enabled=self.cfg.load_best or self.cfg.early_stopping_patience > 0)
         if s.resumed_from is not None and not self.best.restore_from(s.resumed_from, self.state.best_step):
             self.state.best_eval = self.state.best_step = None  # no snapshot of that best: track from here on
@@ -142,7 +142,8 @@ class _Trainer:
         """One optimizer step over this process's share of the step's rows: (mean loss, loss units, grad norm)."""
         s, par = self.s, self.par
         rows = rows_for_step(len(s.train_examples), self.cfg.rows_per_step, step, self.cfg.seed, self.cfg.shuffle)
-        batches = s.stage.batches([s.train_examples[i] for i in rows[par.rank::par.world]], s.plan.token_budget)
+        batches = s.stage.batches([s.train_examples[i] for i in rows[par.rank::par.world]], s.plan.token_budget,
+                                  s.packed)
         units = par.sum(sum(s.stage.loss_units(b) for b in batches))
         planned = evenly(batches, par, self.filler)
         loss_sum = 0.0

@@ -23,6 +23,7 @@ from tunesmith.model.attention import plan_cpu_attention, use_varlen_attention, 
 from tunesmith.model.loader import load_model, load_tokenizer, resolve_model
 from tunesmith.model.methods import get_method
 from tunesmith.model.methods.base import count_parameters
+from tunesmith.model.row_isolation import packed_rows_stay_apart
 from tunesmith.run import CONFIG_FILE, clear_results, is_finished, is_run, latest_checkpoint
 from tunesmith.stages import get_stage
 from tunesmith.stages.base import Stage
@@ -77,6 +78,7 @@ class TrainingSetup:
     precision: Precision
     scaler: object | None  # torch.amp.GradScaler for fp16
     resumed_from: Path | None = None
+    packed: bool = True  # rows share a micro-batch's sequence (false where the model cannot keep them apart)
 
 
 def check_output_dir(cfg: TrainConfig) -> Path:
@@ -184,6 +186,7 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
         use_varlen_attention(base)
         if device.type == "cpu":
             plan_cpu_attention(precision.compute, cfg.cutoff_len)
+    packed = packed_rows_stay_apart(base)
     state = TrainerState(rows_per_step=cfg.rows_per_step, world_size=par.world)
     saved_plan = ckpt.read_state(candidates[0]).get("memory_plan") if candidates else None
     plan = plan_memory(cfg, base, device, saved=saved_plan, trains_all_weights=not method.saves_adapter,
@@ -197,7 +200,7 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
     keep_trainable_in(model, precision.trainable)
     if cfg.torch_compile:
         compile_layers(model)
-    val_batches = stage.batches(val_examples, plan.token_budget)
+    val_batches = stage.batches(val_examples, plan.token_budget, packed)
     stage.prepare(model)  # before sharding: DPO's frozen reference copy is made from whole weights
     trainable, total = count_parameters(model)
     train_module = par.wrap(model, stage, lambda: precision.autocast(device, model))
@@ -223,7 +226,7 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
         scaler.load_state_dict(state.scaler)
     return TrainingSetup(cfg, out, par, device, tokenizer, template, stage, train_examples, val_batches, model,
                          train_module, plan, optimizer, scheduler, state, max_steps, steps_per_epoch, trainable,
-                         precision, scaler, resumed_from)
+                         precision, scaler, resumed_from, packed)
 
 
 def compile_layers(model) -> None:
