@@ -68,8 +68,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"eval: --few-shot must be 0 or more, got {args.few_shot}")
     ab = ab_options(args.ab, args.judge, args.judge_model, args.ab_max, args.ab_file, args.ab_max_new_tokens,
                     args.judge_insecure)
-    results = run_eval([*args.models, *args.model] or ["base"], args.dataset, args.benchmark, args.out, args.max_samples,
-                       args.few_shot, args.device, ab)
+    results = run_eval([*args.models, *args.model] or ["base"], args.dataset, args.benchmark, args.out,
+                       args.max_samples, args.few_shot, args.device, ab)
     if metric_rows(results):
         print(format_table(results))
     if "ab" in results:
@@ -81,8 +81,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="compare models: eval loss, benchmarks (multiple choice, exact answer), BLEU/ROUGE",
-                       description="tunesmith eval [MODEL ...] [--model A --model B ...] [--dataset FILE] [--benchmark FILE ...] "
-                                   "--out DIR [--max-samples N] [--few-shot K] "
+                       description="tunesmith eval [MODEL ...] [--model A --model B ...] [--dataset FILE] "
+                                   "[--benchmark FILE ...] --out DIR [--max-samples N] [--few-shot K] "
                                    "[--ab PROMPTS_FILE --judge URL|MODEL|human [--judge-model NAME] [--ab-max N]]")
     p.add_argument("models", nargs="*", metavar="MODEL", help="as --model, written first (as `chat RUN_DIR` takes it)")
     p.add_argument("--model", action="append", default=[], help="run dir, checkpoint, export, hub id, .gguf or "

@@ -100,11 +100,11 @@ def pad_rows(examples: list[Example]) -> MicroBatch:
     """Rows side by side, (rows, longest), right-padded: the padding is never a target and, the model being causal,
     never seen from a row's own positions."""
     longest = max(len(ex) for ex in examples)
-    packed = [pack_rows([ex]) for ex in examples]
+    alone = [pack_rows([ex]) for ex in examples]
     grow = lambda t, fill: F.pad(t, (0, longest - t.shape[1]), value=fill)  # noqa: E731
-    return MicroBatch(torch.cat([grow(b.input_ids, 0) for b in packed]),
-                      torch.cat([grow(b.position_ids, 0) for b in packed]),
-                      torch.cat([grow(b.targets, IGNORE) for b in packed]),
+    return MicroBatch(torch.cat([grow(b.input_ids, 0) for b in alone]),
+                      torch.cat([grow(b.position_ids, 0) for b in alone]),
+                      torch.cat([grow(b.targets, IGNORE) for b in alone]),
                       torch.tensor([0, *itertools.accumulate(len(ex) for ex in examples)], dtype=torch.int32),
                       len(examples), longest, packed=False)
 

@@ -1,5 +1,6 @@
 """What text a data file's bytes hold: UTF-8 (with or without a byte-order mark), or a one-line refusal that names
-what the file is instead (a spreadsheet, an archive, UTF-16, a legacy Windows code page) and how to save it as UTF-8."""
+what the file is instead (a spreadsheet, an archive, UTF-16, a legacy Windows code page) and how to save it as
+UTF-8."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ MAGIC = (
     (b"PAR1", "a parquet file, not text; rename it to .parquet"),
     (b"\x28\xb5\x2f\xfd", "zstd-compressed; decompress it first (unzstd FILE), or recompress it with gzip"),
 )
+
 
 def decode_text(path: Path, data: bytes) -> str:
     """UTF-8 text with an optional byte-order mark (Excel's 'CSV UTF-8' and Notepad write one)."""
@@ -41,8 +43,9 @@ def decode_text(path: Path, data: bytes) -> str:
 
 # Korean's most frequent syllables: Korean text is mostly made of them, while Japanese or Chinese bytes read as cp949
 # (which decodes nearly any pair of high bytes as some Hangul syllable) give rare ones.
-COMMON_HANGUL = set("이다는의에가을고하지기로한서리사도어나자대요시니수를은게아해있습그일것주부정보인라거면전장상들세원까"
-                    "무과우만여데구제문히내되진비소적분저경신성마모안중않운실화오께위동때말물미방러질답변용번합")
+COMMON_HANGUL = set("이다는의에가을고하지기로한서리사도어나자대요시니수를은게아해있습그일것"
+                    "주부정보인라거면전장상들세원까무과우만여데구제문히내되진비소적분저경신"
+                    "성마모안중않운실화오께위동때말물미방러질답변용번합")
 
 
 def legacy_encoding(data: bytes) -> str:

@@ -38,8 +38,8 @@ class HfBackend:
             mask[i, width - len(p):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=kv.new_cache(self.model),
-                         use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=kv.new_cache(self.model), use_cache=True, logits_to_keep=1)
         return HfState(out.past_key_values, mask, positions[:, -1:]), out.logits[:, -1].float().cpu()
 
     @torch.no_grad()
