@@ -96,3 +96,13 @@ def test_a_linear_attention_model_batches_as_each_request_alone(hybrid_model_dir
     together = [Request(ids, SamplingParams(max_new_tokens=n, temperature=0)) for ids, n in zip(prompts, (3, 8))]
     engine.generate(together)  # the short one leaves after 3 tokens; the long one goes on alone
     assert [r.completion_ids for r in together] == alone
+
+
+@pytest.mark.filterwarnings("error:`past_key_values` is deprecated:FutureWarning")
+def test_the_cache_travels_under_the_name_this_transformers_takes(lm):
+    """transformers 5.2x renamed the forward's `past_key_values` to `cache` (the old name goes in 5.40)."""
+    engine = lm.engine.use("fp32", fast=False)
+    r = Request(lm.encode_chat([{"role": "user", "content": "Hi"}]), SamplingParams(max_new_tokens=3, temperature=0))
+    engine.generate([r])
+    assert r.completion_ids and r.finish_reason is not None
+    lm.engine.use("auto")

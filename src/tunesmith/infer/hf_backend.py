@@ -27,6 +27,7 @@ class HfBackend:
         self.model = model
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
+        self.cache_keyword = kv.cache_keyword(model)
 
     @torch.no_grad()
     def prefill(self, prompts: list[list[int]]) -> tuple[HfState, torch.Tensor]:
@@ -38,18 +39,18 @@ class HfBackend:
             mask[i, width - len(p):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=kv.new_cache(self.model), use_cache=True, logits_to_keep=1)
-        return HfState(out.past_key_values, mask, positions[:, -1:]), out.logits[:, -1].float().cpu()
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                         **{self.cache_keyword: kv.new_cache(self.model)})
+        return HfState(kv.returned_cache(out), mask, positions[:, -1:]), out.logits[:, -1].float().cpu()
 
     @torch.no_grad()
     def decode(self, state: HfState, tokens: list[int]) -> torch.Tensor:
         step = torch.tensor(tokens, device=self.device).unsqueeze(1)
         state.mask = torch.cat([state.mask, torch.ones_like(step)], dim=1)
         state.positions = state.positions + 1
-        out = self.model(input_ids=step, attention_mask=state.mask, position_ids=state.positions,
-                         past_key_values=state.cache, use_cache=True)
-        state.cache = out.past_key_values
+        out = self.model(input_ids=step, attention_mask=state.mask, position_ids=state.positions, use_cache=True,
+                         **{self.cache_keyword: state.cache})
+        state.cache = kv.returned_cache(out)
         return out.logits[:, -1].float().cpu()
 
     def keep(self, state: HfState, rows: list[int]) -> HfState:

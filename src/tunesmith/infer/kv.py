@@ -10,6 +10,8 @@ transformers cannot select rows of: `select_rows` indexes those states itself (t
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +20,19 @@ def can_merge(cache) -> bool:
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer).__name__ == "DynamicLayer" and getattr(layer, "keys", None) is not None
                                 for layer in layers)
+
+
+def cache_keyword(model) -> str:
+    """The keyword a model's forward takes its cache under: `cache` since transformers 5.2x renamed it, warning about
+    the old `past_key_values` until 5.40 removes it; `past_key_values` in the releases before (5.17 and on)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def returned_cache(output):
+    """The cache a forward returns, under either name (see cache_keyword)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def new_cache(model):
