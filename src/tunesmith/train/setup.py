@@ -186,7 +186,6 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
         use_varlen_attention(base)
         if device.type == "cpu":
             plan_cpu_attention(precision.compute, cfg.cutoff_len)
-    packed = packed_rows_stay_apart(base)
     state = TrainerState(rows_per_step=cfg.rows_per_step, world_size=par.world)
     saved_plan = ckpt.read_state(candidates[0]).get("memory_plan") if candidates else None
     plan = plan_memory(cfg, base, device, saved=saved_plan, trains_all_weights=not method.saves_adapter,
@@ -197,6 +196,7 @@ def setup(cfg: TrainConfig) -> TrainingSetup:
                       plan.bytes_per_token)
     state.memory_plan = dataclasses.asdict(plan)
     model = method.wrap(base, plan.checkpointing, stage.heads)
+    packed = packed_rows_stay_apart(model)  # after wrap: a 4-bit base runs in eval mode only once it is trainable
     keep_trainable_in(model, precision.trainable)
     if cfg.torch_compile:
         compile_layers(model)

@@ -35,7 +35,11 @@ class Method:
 
     @staticmethod
     def enable_checkpointing(model, checkpointing: bool) -> None:
-        if checkpointing:
+        if not checkpointing:
+            return
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.2x's name; the old one goes in v6
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=CHECKPOINTING)
+        else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
 
     @staticmethod

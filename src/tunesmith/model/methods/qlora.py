@@ -27,5 +27,17 @@ class QLoraMethod(LoraMethod):
     def prepare(self, model, checkpointing: bool):
         from peft import prepare_model_for_kbit_training
 
+        keep_trainable_layout(model)
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing,
                                                gradient_checkpointing_kwargs=CHECKPOINTING)
+
+
+def keep_trainable_layout(model) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes repacks a 4-bit weight for its inference kernel the first time the
+    layer runs in eval mode without gradients, for good, and that kernel has no backward: after one evaluation every
+    later step's gradients came out wrong (126% off on the tiny test Llama). A model being trained keeps the layout
+    autograd runs through. (`support_avx512bf16_for_cpu` is the switch; tests/model/test_methods.py fails if that
+    changes.)"""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
