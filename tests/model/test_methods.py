@@ -111,17 +111,18 @@ def test_qlora_base_is_bitsandbytes_quantized(tiny_model_dir, alpaca_file, tmp_p
     assert (tmp_path / f"q{bits}" / "adapter_model.safetensors").exists()
 
 
-def test_an_evaluation_leaves_qlora_gradients_as_they_were(tiny_model_dir, alpaca_file, tmp_path):
+@pytest.mark.parametrize("bits", [4, 8])
+def test_an_evaluation_leaves_qlora_gradients_as_they_were(tiny_model_dir, alpaca_file, tmp_path, bits):
     """bitsandbytes repacks 4-bit weights for a CPU inference kernel without a backward the first time a layer runs
     in eval mode without gradients (CPUs with AVX512-BF16); training evaluates, then must still get true gradients."""
     from tunesmith.model.loader import load_model, quantization_config
 
-    cfg = config(tiny_model_dir, alpaca_file, tmp_path, "method=qlora", "lora_dropout=0")
+    cfg = config(tiny_model_dir, alpaca_file, tmp_path, "method=qlora", f"quantization_bit={bits}", "lora_dropout=0")
     ids = torch.randint(3, 1000, (1, 24), generator=torch.Generator().manual_seed(0))
 
     def gradients(evaluate_first: bool) -> dict:
         torch.manual_seed(0)
-        base = load_model(str(tiny_model_dir), torch.float32, torch.device("cpu"), quantization_config(4))
+        base = load_model(str(tiny_model_dir), torch.float32, torch.device("cpu"), quantization_config(bits))
         model = attach_adapter(base, cfg)
         for name, p in model.named_parameters():
             if "lora_B" in name:  # (peft starts B at zero: then only B would get a gradient)
