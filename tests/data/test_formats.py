@@ -209,3 +209,23 @@ def test_a_message_tree_row_is_named_not_trained_as_text(tmp_path):
     with pytest.raises(DataError, match=r"oasst\.jsonl:1: one message of a message tree .*/oasst_top1_2023-08-25"):
         to_canonical(read_rows(str(path)))
     assert [d.text for d in to_canonical(read_rows(str(path)), "text")] == ["4."]
+
+
+def test_trl_conversational_prompt_completion_rows(tmp_path):
+    """TRL's prompt-completion type: the prompt's turns (system included), then the completion's."""
+    row = {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q1"}],
+           "completion": [{"role": "assistant", "content": "A1"}]}
+    [conv] = load(write_jsonl(tmp_path / "pc.jsonl", [row]))
+    assert (conv.messages, conv.system) == (EXPECTED, "Be brief.")
+    [conv] = load(write_jsonl(tmp_path / "pc2.jsonl", [{**row, "completion": "A1"}]))
+    assert conv.messages == EXPECTED
+
+
+@pytest.mark.parametrize("row", [
+    {"prompt": [{"role": "user", "content": "Q1"}], "completion": [{"role": "assistant", "content": "A1"}],
+     "label": False},
+    {"prompt": "Q1", "completion": "A1", "label": False},
+])
+def test_unpaired_preference_rows_are_refused_not_learnt(tmp_path, row):
+    with pytest.raises(DataError, match=r"kto\.jsonl:1: a prompt-completion row with a true/false 'label' is KTO"):
+        load(write_jsonl(tmp_path / "kto.jsonl", [row]))

@@ -8,7 +8,7 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
 - sharegpt: conversations: [{from: human|gpt|system, value}], system (optional). Turns without roles are read
             as LIMA and Capybara publish them: a list of texts (user first), or [{input, output}] exchanges.
 - openai:   messages: [{role: system|user|assistant, content}] (also under conversations, or conversation as in
-            lmsys-chat-1m and WildChat); content may be a list of parts, whose text parts are kept (OpenAI's
+            lmsys-chat-1m and WildChat; or TRL's conversational prompt + completion turns); content may be a list of parts, whose text parts are kept (OpenAI's
             {type: text, text}, LLaMA-Factory v1's {type: text, value}); an answer with `loss_weight: 0` (v1) is
             context, not learnt.
 - text:     text, or content as code corpora name it (raw documents, for pretraining). For stage=sft, a text that
@@ -100,8 +100,8 @@ class _Ctx:
 def detect_format(row: dict[str, Any]) -> str:
     if _column(row, "chosen") in row and _column(row, "rejected") in row:  # (LLaMA-Factory v1: chosen_messages)
         return "preference"
-    if "messages" in row:
-        return "openai"
+    if "messages" in row or (isinstance(row.get("prompt"), list) and "completion" in row):  # (TRL's conversational
+        return "openai"  # prompt-completion rows: the prompt's turns, then the completion's)
     key = next((k for k in TURN_KEYS if k in row), None)
     if key is not None:
         turns = row[key]  # not a list (5, {...}): sharegpt's converter names the key and the fix
@@ -205,7 +205,17 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _refuse_unpaired(ctx: _Ctx, obj: dict[str, Any]) -> None:
+    """TRL's unpaired preference rows (KTO): prompt, completion and a true/false label. A false one is a bad answer,
+    which supervised training would teach."""
+    if isinstance(obj.get("label"), bool) and "completion" in obj:
+        raise ctx.fail("a prompt-completion row with a true/false 'label' is KTO data (unpaired preferences), whose "
+                       "rejected completions must not be learnt", "train stage=sft on the rows labelled true only, "
+                       "or pair good and bad answers to one prompt for stage=dpo")
+
+
 def _alpaca(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
+    _refuse_unpaired(ctx, obj)
     instruction = _text_field(ctx, obj, _column(obj, "instruction"), required=True)
     extra = _text_field(ctx, obj, _column(obj, "input"), required=False)
     output = _text_field(ctx, obj, _column(obj, "output"), required=True)
@@ -307,6 +317,11 @@ def _with_roles(turns: Any) -> Any:
 
 def _openai(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
     key = next((k for k in ("messages", *TURN_KEYS) if k in obj), "messages")
+    if key not in obj and isinstance(obj.get("prompt"), list) and "completion" in obj:
+        _refuse_unpaired(ctx, obj)
+        completion = obj["completion"]
+        turns = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]
+        return _turns(ctx, [*obj["prompt"], *turns], "prompt", "role", "content", OPENAI_ROLES)
     return _turns(ctx, obj.get(key), key, "role", "content", OPENAI_ROLES)
 
 
