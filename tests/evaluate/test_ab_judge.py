@@ -196,6 +196,10 @@ def test_prompts_from_training_rows_and_benchmarks(tmp_path, alpaca_file):
     assert load_prompts(str(exact))[0].text == "앱 이름이 뭐예요?"
     guanaco = write_jsonl(tmp_path / "guanaco.jsonl", [{"text": "### Human: Hi?### Assistant: Hello."}])
     assert load_prompts(str(guanaco))[0].text == "Hi?"  # a chat rendered as text has its question
+    trl = write_jsonl(tmp_path / "trl.jsonl", [{"prompt": [{"role": "system", "content": "Be brief."},
+                                                           {"role": "user", "content": "Hi?"}]}])
+    [prompt] = load_prompts(str(trl))  # TRL's conversational prompt-only rows
+    assert (prompt.text, prompt.system) == ("Hi?", "Be brief.")
 
 
 def test_a_local_model_judges_too(tmp_path, tiny_model_dir):
