@@ -27,7 +27,7 @@ ALLOWED = {
     "model": {"errors", "cpu", "extras", "data", "registry", "offline"},
     "stages": {"errors", "data", "model", "registry", "once"},
     "llamafactory": {"errors", "data", "once"},  # LLaMA-Factory's YAML and dataset_info.json, read for config
-    "llamafactory_v1": {"errors", "once", "llamafactory"},  # its v1 configs and dataset YAMLs
+    "llamafactory_v1": {"errors", "once", "llamafactory"},  # its v1 configs and dataset YAMLs (+ Translation)
     "config": {"errors", "data", "model", "stages", "llamafactory", "llamafactory_v1"},  # + template, method, stage
     "run": {"errors", "config", "model", "llamafactory"},  # a config file named as a model
     "infer": {"errors", "data", "model", "stages", "run", "kernel_caches"},

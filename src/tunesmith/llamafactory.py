@@ -70,25 +70,42 @@ def is_llamafactory(data: dict) -> bool:
     return any(key in data for key in MARKERS)
 
 
+class Translation:
+    """A config's keys becoming tunesmith's (`out`), each remembering the YAML line it came from (`came_from`), for
+    error messages that name the line. Shared by LLaMA-Factory's v0 and v1 configs (llamafactory_v1)."""
+
+    def __init__(self, path: Path, lines: dict[str, int]):
+        self.path, self.lines = path, lines
+        self.out: dict[str, Any] = {}
+        self.came_from: dict[str, int] = {}
+
+    def where(self, key: str) -> str:
+        return f"{self.path}:{self.lines.get(key, '?')}: "
+
+    def put(self, key: str, value: Any, source: str) -> None:
+        self.out[key], self.came_from[key] = value, self.lines.get(source, 0)
+
+    def rename(self, data: dict[str, Any], renamed: dict[str, str], same: set[str]) -> list[str]:
+        """Take the keys that map one to one (`renamed`, `same`); return the others, for the caller to judge."""
+        rest = []
+        for key, value in data.items():
+            if key in renamed:
+                self.put(renamed[key], value, key)
+            elif key in same:
+                self.put(key, value, key)
+            else:
+                rest.append(key)
+        return rest
+
+
 def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
               own_keys: set[str]) -> tuple[dict[str, Any], dict[str, int]]:
     """LLaMA-Factory keys -> tunesmith keys (and the YAML line each came from, for error messages). `own_keys`
     (tunesmith's) pass through as they are, for config.py to check."""
-    def where(key: str) -> str:
-        return f"{path}:{lines.get(key, '?')}: "
-
-    out: dict[str, Any] = {}
-    came_from: dict[str, int] = {}
-
-    def put(key: str, value: Any, source: str) -> None:
-        out[key], came_from[key] = value, lines.get(source, 0)
-
-    for key, value in data.items():
-        if key in RENAMED:
-            put(RENAMED[key], value, key)
-        elif key in SAME or key in own_keys:
-            put(key, value, key)
-        elif any(word in key for word in MEDIA):
+    t = Translation(path, lines)
+    out, where, put = t.out, t.where, t.put
+    for key in t.rename(data, RENAMED, SAME | own_keys):
+        if any(word in key for word in MEDIA):
             raise ConfigError(f"{where(key)}{key}: tunesmith trains on text; remove the image, video and audio "
                               "settings (and such datasets)")
         elif key not in NOT_NEEDED and key not in HANDLED:
@@ -148,7 +165,7 @@ def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
     if dropped:
         notes.append(f"not needed here: {', '.join(f'{k} ({NOT_NEEDED[k]})' for k in dropped)}")
     log_once(log, f"{path}: read as a LLaMA-Factory config" + (f" ({'; '.join(notes)})" if notes else ""))
-    return out, came_from
+    return out, t.came_from
 
 
 def _refuse_what_cannot_be_honoured(data: dict, where) -> None:

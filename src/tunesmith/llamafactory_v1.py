@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError
+from tunesmith.llamafactory import Translation
 from tunesmith.once import log_once
 
 log = logging.getLogger("tunesmith")
@@ -54,24 +55,14 @@ def is_v1(data: dict) -> bool:
 def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
               own_keys: set[str]) -> tuple[dict[str, Any], dict[str, int]]:
     """v1 keys -> tunesmith keys (and the YAML line each came from). `own_keys` (tunesmith's) pass through."""
-    def where(key: str) -> str:
-        return f"{path}:{lines.get(key, '?')}: "
-
-    out: dict[str, Any] = {}
-    came_from: dict[str, int] = {}
-
-    def put(key: str, value: Any, source: str) -> None:
-        out[key], came_from[key] = value, lines.get(source, 0)
-
-    for key, value in data.items():
-        if key in RENAMED:
-            put(RENAMED[key], value, key)
-        elif key in SAME or key in own_keys:
-            put(key, value, key)
-        elif key not in NOT_NEEDED and key not in HANDLED:
+    t = Translation(path, lines)
+    out, where, put = t.out, t.where, t.put
+    for key in t.rename(data, RENAMED, SAME | own_keys):
+        if key not in NOT_NEEDED and key not in HANDLED:
             raise ConfigError(f"{where(key)}LLaMA-Factory v1 key '{key}' has no tunesmith counterpart; remove it "
                               "(`tunesmith train --help` lists the keys)")
-    out = {key: value for key, value in out.items() if value is not None or key == "max_steps"}  # null: not set
+    for key in [key for key, value in out.items() if value is None and key != "max_steps"]:
+        del out[key]  # null: not set
     if data.get("model_class", "llm") != "llm":
         raise ConfigError(f"{where('model_class')}model_class {data['model_class']}: tunesmith trains causal language "
                           "models (llm); a reward model is stage=rm")
@@ -133,7 +124,7 @@ def translate(data: dict[str, Any], lines: dict[str, int], path: Path,
     if dropped:
         notes.append(f"not needed here: {', '.join(f'{k} ({NOT_NEEDED[k]})' for k in dropped)}")
     log_once(log, f"{path}: read as a LLaMA-Factory v1 config ({'; '.join(notes)})")
-    return out, came_from
+    return out, t.came_from
 
 
 def _plugin(data: dict, key: str, where) -> dict | None:
