@@ -70,7 +70,8 @@ class TrainConfig:
                            "(preference pairs, SFT included, no reference model).", STAGES)
     method: str = _f("lora", "How weights are trained: full, freeze (last layers), lora, dora, qlora.", METHODS)
     dataset: str | list[str] | None = _f(None, "Data file(s) (json, jsonl, csv, tsv, parquet, txt; also "
-                                                ".gz/.bz2/.xz), a folder (its train files) or a hub dataset.")
+                                                ".gz/.bz2/.xz; a list, a,b or a pattern like 'data/*.jsonl'), a "
+                                                "folder (its train files) or a hub dataset.")
     val_dataset: str | list[str] | None = _f(None, "Separate validation data (of a folder or hub dataset: its "
                                                     "validation split, else its test one); overrides val_size.")
     val_size: float = _f(0.0, "Validation split: a fraction (<1) or a row count (>=1) taken from `dataset`.")

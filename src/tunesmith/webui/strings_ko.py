@@ -224,8 +224,8 @@ STRINGS = {
                                "토크나이저만 있어도 됨). 어댑터 방식이면 무작위 기본 가중치는 저장되지 않으므로 측정용일 뿐.",
     "help.stage": "sft (지시/대화), pt (원문 텍스트), rm (보상 모델), dpo (선호 쌍), orpo (선호 쌍, SFT 포함, 참조 모델 없음).",
     "help.method": "가중치 학습 방식: full, freeze (마지막 층만), lora, dora, qlora.",
-    "help.dataset": "데이터 파일 (json, jsonl, csv, tsv, parquet, txt; .gz/.bz2/.xz 압축도 가능), 폴더 (train 파일) 또는 "
-                    "허브 데이터셋 이름.",
+    "help.dataset": "데이터 파일 (json, jsonl, csv, tsv, parquet, txt; .gz/.bz2/.xz 압축도 가능; 목록, 쉼표로 구분한 "
+                    "a,b 또는 'data/*.jsonl' 같은 패턴), 폴더 (train 파일) 또는 허브 데이터셋 이름.",
     "help.val_dataset": "별도의 검증 데이터 (폴더나 허브 데이터셋이면 validation 분할, 없으면 test 분할). 지정하면 "
                         "val_size 대신 사용합니다.",
     "help.val_size": "검증 분할: `dataset`에서 떼어 낼 비율(<1) 또는 행 수(>=1).",
