@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.errors import ConfigError
-from tunesmith.llamafactory import Translation
+from tunesmith.llamafactory import Translation, read_yaml
 from tunesmith.once import log_once
 
 log = logging.getLogger("tunesmith")
@@ -175,8 +175,6 @@ def _method(data: dict, where, put) -> dict[str, Any]:
 def _dataset_yaml(name: str, config_path: Path, where: str, notes: list[str]) -> tuple[list[str], int | None, bool]:
     """A v1 dataset YAML -> (the files or hub ids it names, the one dataset's `size` if it is alone, whether its
     rows are preference pairs)."""
-    from tunesmith.llamafactory import read_yaml
-
     path = next((p for p in (Path(name), config_path.parent / name) if p.is_file()), None)
     if path is None:
         raise ConfigError(f"{where}dataset list {name} not found (looked in the current folder and next to the "

@@ -90,9 +90,10 @@ def _prompt_only(location: str, row: dict) -> Prompt:
     key = next(k for k in PROMPT_ONLY_KEYS if k in row)
     text, system = row[key], row.get("system")
     if isinstance(text, list):  # TRL's conversational prompt: its first question, as for conversations below
-        turns = [t for t in text if isinstance(t, dict)]
-        first = lambda *roles: next((t.get("content") for t in turns if t.get("role") in roles), None)  # noqa: E731
-        text, system = first("user"), first("system", "developer")
+        first: dict = {}
+        for turn in (t for t in text if isinstance(t, dict)):
+            first.setdefault(turn.get("role"), turn.get("content"))
+        text, system = first.get("user"), first.get("system", first.get("developer"))
     if not isinstance(text, str) or not text.strip():
         raise DataError(f"{location}: '{key}' should be non-empty text; write the prompt or delete the row")
     extra = row.get("input")
