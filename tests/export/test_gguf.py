@@ -169,12 +169,14 @@ def test_llama_cpp_runs_the_export_with_close_logits(quant, merged, small_ids, t
     assert rms < max_rms and worst < max_worst and agree >= min_agree, (quant, rms, worst, agree)
 
 
+LEAVE_OUT = object()  # a size the config class does not take
 ARCH_CONFIGS = {  # every model type the writer knows, with what makes it differ from Llama
     "llama": {}, "mistral": {"sliding_window": 4096}, "qwen2": {}, "qwen3": {"head_dim": 16},
     "gemma2": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8},
     "gemma3_text": {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
                     "layer_types": ["sliding_attention", "full_attention"]},
-    "phi3": {}, "gpt_neox": {"num_key_value_heads": None, "intermediate_size": 256, "rotary_pct": 0.5},
+    "phi3": {}, "gpt_neox": {"num_key_value_heads": LEAVE_OUT, "intermediate_size": 256, "rotary_pct": 0.5},
+    "exaone4": {"head_dim": 16, "sliding_window": None, "layer_types": ["full_attention"] * 2},
 }
 
 
@@ -190,7 +192,7 @@ def test_every_architecture_runs_in_llama_cpp(model_type, small_model_dir, small
              "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
              "eos_token_id": tokenizer.eos_token_id, **ARCH_CONFIGS[model_type]}
     config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **{k: v for k, v in sizes.items()
-                                                                             if v is not None})
+                                                                             if v is not LEAVE_OUT})
     torch.manual_seed(2)
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
@@ -228,7 +230,7 @@ def test_unsupported_architecture_is_refused(small_model_dir, tmp_path):
 
     tokenizer = AutoTokenizer.from_pretrained(small_model_dir)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2))
-    with pytest.raises(ExportError, match="supports gemma2, .*qwen3 models; this is gpt2 - use --format hf"):
+    with pytest.raises(ExportError, match="supports exaone4, gemma2, .*qwen3 models; this is gpt2 - use --format hf"):
         write_gguf(model, tokenizer, small_model_dir, tmp_path / "g.gguf", "f16", progress=False)
     assert not list(tmp_path.glob("*.gguf*"))
 
@@ -261,3 +263,17 @@ def test_concurrent_first_use_conversions_both_succeed(merged, tmp_path):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(folders.pop())  # complete, loadable
+
+
+def test_windowed_exaone4_outside_the_32b_shape_is_refused(small_model_dir, tmp_path):
+    """transformers gives such a model RoPE on its sliding layers only; llama.cpp would run RoPE and full attention
+    on every layer (it reads windows for EXAONE 4 only in the 64-layer shape)."""
+    from transformers import AutoTokenizer, Exaone4Config, Exaone4ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(small_model_dir)
+    config = Exaone4Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=8,
+                           layer_types=["sliding_attention", "full_attention"])
+    with pytest.raises(ExportError, match="sliding_window=8 only in its 64-layer .32B. shape; this one has 2 layers"):
+        write_gguf(Exaone4ForCausalLM(config), tokenizer, small_model_dir, tmp_path / "e.gguf", "f16", progress=False)
+    assert not list(tmp_path.glob("*.gguf*"))

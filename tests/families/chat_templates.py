@@ -1,6 +1,10 @@
 """The chat templates the families ship in their tokenizer_config.json, as they are (tool-calling branches included):
 Llama 3.3, Qwen3, Gemma 2, Phi-3.5 and Mistral Nemo as mirrored in llama.cpp's models/templates/, Qwen2.5 and Gemma 3
-as published with Qwen2.5-*-Instruct and gemma-3-*-it. SmolLM2 keeps the embedded tokenizer's; Polyglot-ko has none."""
+as published with Qwen2.5-*-Instruct and gemma-3-*-it; EXAONE 4.0's in exaone4.jinja (its chat_template.jinja, with tool
+calls and reasoning; Ollama's exaone4 renderer writes the same text). SmolLM2 keeps the embedded tokenizer's;
+Polyglot-ko has none."""
+
+from pathlib import Path
 
 LLAMA3 = """{{- bos_token }}
 {%- if custom_tools is defined %}
@@ -397,3 +401,5 @@ PHI3 = ("{% for message in messages %}{% if message['role'] == 'system' and mess
         "message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + "
         "'<|end|>\n'}}{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}"
         "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")
+
+EXAONE4 = Path(__file__).with_name("exaone4.jinja").read_text(encoding="utf-8")

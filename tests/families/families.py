@@ -98,6 +98,16 @@ FAMILIES = [
            ("<|sep|>",), end_of_turn="<|endoftext|>", template="koalpaca", no_template=True, gguf_arch="gptneox",
            needs="no chat template: template=koalpaca; its EOS is also its UNK and must stay a stop token; per-head "
                  "q/k/v reordered for llama.cpp; partial rotary"),
+    # EXAONE 4.0 (LG AI Research; 1.2B shape: every layer global): post-norms after attention and MLP instead of
+    # pre-norms, q/k norms, Llama 3.1 RoPE scaling; its template opens every answer with an empty think block.
+    Family("EXAONE 4.0", "exaone4", "exaone4", {"head_dim": 16, "rope_parameters": LLAMA3_ROPE, "sliding_window": None,
+                                                "layer_types": ["full_attention"] * 2,
+                                                "tie_word_embeddings": True}, chat_templates.EXAONE4,
+           {"bos": "[BOS]", "eos": "[|endofturn|]", "pad": "[PAD]", "unk": "[UNK]"},
+           ("[|system|]", "[|user|]", "[|assistant|]", "[|tool|]"), plain=("<think>", "</think>"),
+           end_of_turn="[|endofturn|]", gguf_arch="exaone4",
+           needs="its template recognised as exaone4 (the empty think block is prompt, before every answer); norms "
+                 "after attention and MLP, q/k norms, Llama 3.1 RoPE scaling written as rope_freqs"),
     # SmolLM2: the embedded tokenizer as it is (ChatML with a default system prompt), a Llama model.
     Family("SmolLM2", "smollm2", "llama", {"tie_word_embeddings": True}, None, {}, (), end_of_turn="<|im_end|>",
            gguf_arch="llama", needs="the embedded model's own template (ChatML, default system prompt); PAD is the "

@@ -9,6 +9,8 @@ Follows llama.cpp's convert_hf_to_gguf.py, one `Arch` per transformers model typ
 - Gemma 2 and 3: norms are stored as 1 + w (Gemma's RMSNorm scales by 1 + w, llama.cpp's by w); soft-capping,
   the sliding window and, for Gemma 3, which layers slide and the local RoPE base go into the metadata.
 - Phi-3: fused qkv and gate/up projections, as llama.cpp's phi3 reads them.
+- EXAONE 4: norms after attention and MLP, q/k norms, Hugging Face's order. llama.cpp slides windows only in the
+  64-layer (32B) shape, with RoPE on the sliding layers only, as transformers does; other windowed shapes are refused.
 - GPT-NeoX (Polyglot-ko): each head's q, k, v are interleaved in query_key_value; llama.cpp wants all q rows, then
   all k, then all v. Partial rotary, parallel residual, LayerNorm with biases.
 Types: 1-D tensors (norms, biases) stay F32 as in the converter; matrices take the requested type. Q8_0/Q4_0 quantize
@@ -48,8 +50,9 @@ class Arch:
 ARCHS = {"llama": Arch("llama", permute=True), "mistral": Arch("llama", permute=True), "qwen2": Arch("qwen2"),
          "qwen3": Arch("qwen3"), "gemma2": Arch("gemma2", norm_shift=1.0),
          "gemma3_text": Arch("gemma3", norm_shift=1.0), "phi3": Arch("phi3"),
-         "gpt_neox": Arch("gptneox", neox_qkv=True, layer_norm=True)}
+         "gpt_neox": Arch("gptneox", neox_qkv=True, layer_norm=True), "exaone4": Arch("exaone4")}
 GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}  # llama.cpp scales queries by hidden/heads only for the 27B models
+EXAONE4_WINDOWED_LAYERS = 64  # llama.cpp's exaone4 has sliding-window layers only with this many layers (32B)
 
 
 def _gguf():
@@ -116,6 +119,12 @@ def _refuse(config, arch: Arch) -> None:
     if arch.name == "gemma3" and getattr(config, "attn_logit_softcapping", None):
         raise ExportError("GGUF export: llama.cpp's gemma3 has no attention soft-capping; use --format hf")
     window = getattr(config, "sliding_window", None)
+    if arch.name == "exaone4" and window is not None and config.num_hidden_layers != EXAONE4_WINDOWED_LAYERS:
+        # transformers gives a windowed EXAONE 4 RoPE on its sliding layers only; llama.cpp applies windows (and
+        # leaves RoPE out) only in the 64-layer 32B shape, else RoPE and full attention everywhere.
+        raise ExportError(f"GGUF export: llama.cpp runs an EXAONE 4 with sliding_window={window} only in its "
+                          f"{EXAONE4_WINDOWED_LAYERS}-layer (32B) shape; this one has {config.num_hidden_layers} "
+                          "layers - use --format hf")
     if arch.name in ("llama", "phi3") and window and window < config.max_position_embeddings:
         log.warning("GGUF export: llama.cpp runs %s without its %d-token sliding window (it attends to the whole "
                     "context); answers match up to %d tokens", config.model_type, window, window)
@@ -248,6 +257,9 @@ class _Plan:
             writer.add_rope_scaling_orig_ctx_len(getattr(c, "original_max_position_embeddings", None)
                                                  or c.max_position_embeddings)
             writer.add_sliding_window(window or 0)  # 0 marks "no window" for llama.cpp's phi3 (Phi-4)
+        if arch == "exaone4" and window is not None:  # the 32B shape (_refuse): its window and which layers slide
+            writer.add_sliding_window(window)
+            writer.add_sliding_window_pattern([t == "sliding_attention" for t in c.layer_types])
         if arch == "gptneox":
             writer.add_parallel_residual(bool(getattr(c, "use_parallel_residual", True)))
 
