@@ -177,6 +177,11 @@ ARCH_CONFIGS = {  # every model type the writer knows, with what makes it differ
                     "layer_types": ["sliding_attention", "full_attention"]},
     "phi3": {}, "gpt_neox": {"num_key_value_heads": LEAVE_OUT, "intermediate_size": 256, "rotary_pct": 0.5},
     "exaone4": {"head_dim": 16, "sliding_window": None, "layer_types": ["full_attention"] * 2},
+    # Phi-4-mini's shape: RoPE on 3/4 of each head, LongRoPE; the prompt is longer than the pre-training context
+    # here, so transformers and llama.cpp (context 512) both take the long factors
+    "phi3-longrope": {"partial_rotary_factor": 0.75, "original_max_position_embeddings": 8, "rope_parameters": {
+        "rope_type": "longrope", "rope_theta": 10000.0, "long_factor": [1.0, 1.5, 2.0, 4.0, 8.0, 16.0],
+        "short_factor": [1.0, 1.0, 1.1, 1.2, 1.5, 2.0]}},
 }
 
 
@@ -191,7 +196,7 @@ def test_every_architecture_runs_in_llama_cpp(model_type, small_model_dir, small
              "num_key_value_heads": 2, "max_position_embeddings": 256, "initializer_range": 0.2,
              "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
              "eos_token_id": tokenizer.eos_token_id, **ARCH_CONFIGS[model_type]}
-    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **{k: v for k, v in sizes.items()
+    config = AutoConfig.for_model(model_type.split("-")[0], vocab_size=len(tokenizer), **{k: v for k, v in sizes.items()
                                                                              if v is not LEAVE_OUT})
     torch.manual_seed(2)
     model = AutoModelForCausalLM.from_config(config).eval()

@@ -8,7 +8,9 @@ Follows llama.cpp's convert_hf_to_gguf.py, one `Arch` per transformers model typ
 - Qwen2 (q/k/v biases) and Qwen3 (q/k norms) keep Hugging Face's order.
 - Gemma 2 and 3: norms are stored as 1 + w (Gemma's RMSNorm scales by 1 + w, llama.cpp's by w); soft-capping,
   the sliding window and, for Gemma 3, which layers slide and the local RoPE base go into the metadata.
-- Phi-3: fused qkv and gate/up projections, as llama.cpp's phi3 reads them.
+- Phi-3: fused qkv and gate/up projections, as llama.cpp's phi3 reads them; LongRoPE (Phi-4-mini) as
+  its long and short factor tensors and transformers' cos/sin scale. llama.cpp picks the long factors whenever its
+  context exceeds the pre-training one, transformers when the sequence does (the converter's behaviour as well).
 - EXAONE 4: norms after attention and MLP, q/k norms, Hugging Face's order. llama.cpp slides windows only in the
   64-layer (32B) shape, with RoPE on the sliding layers only, as transformers does; other windowed shapes are refused.
 - GPT-NeoX (Polyglot-ko): each head's q, k, v are interleaved in query_key_value; llama.cpp wants all q rows, then
@@ -86,6 +88,12 @@ def _rope(config) -> tuple[float, dict]:
     merged = {**scaling, **params}
     kind = merged.get("rope_type", merged.get("type", "default"))
     return float(theta), {**merged, "rope_type": kind}
+
+
+def _original_context(config, rope: dict) -> int:
+    """The context length a model was pre-trained with, before its RoPE scaling."""
+    return (rope.get("original_max_position_embeddings") or getattr(config, "original_max_position_embeddings", None)
+            or config.max_position_embeddings)
 
 
 def _llama3_rope_factors(head_dim: int, theta: float, rope: dict) -> np.ndarray:
@@ -169,6 +177,12 @@ class _Plan:
             factors = _llama3_rope_factors(self.head_dim, self.theta, self.rope)
             self.items.append((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
                                gguf.GGMLQuantizationType.F32, factors.shape, lambda: factors))
+        elif self.rope["rope_type"] == "longrope" and self.arch.name == "phi3":  # Phi-4-mini, Phi-3.5-mini
+            for kind in ("long", "short"):
+                factors = np.asarray(self.rope[f"{kind}_factor"], dtype=np.float32)
+                tensor = getattr(gguf.MODEL_TENSOR, f"ROPE_FACTORS_{kind.upper()}")
+                self.items.append((gguf.TENSOR_NAMES[tensor] + ".weight", gguf.GGMLQuantizationType.F32,
+                                   factors.shape, lambda factors=factors: factors))
         elif self.rope["rope_type"] not in ("default", "linear", "yarn"):
             raise ExportError(f"GGUF export: rope_type {self.rope['rope_type']} is not supported; use --format hf")
 
@@ -254,8 +268,12 @@ class _Plan:
                 writer.add_rope_freq_base_swa(float(local))
             writer.add_sliding_window_pattern([t == "sliding_attention" for t in c.layer_types])
         if arch == "phi3":
-            writer.add_rope_scaling_orig_ctx_len(getattr(c, "original_max_position_embeddings", None)
-                                                 or c.max_position_embeddings)
+            original = _original_context(c, self.rope)
+            writer.add_rope_scaling_orig_ctx_len(original)
+            if self.rope["rope_type"] == "longrope":  # cos/sin scaled as transformers scales them
+                factor = self.rope.get("factor") or c.max_position_embeddings / original
+                writer.add_rope_scaling_attn_factors(self.rope.get("attention_factor") or (
+                    math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0))
             writer.add_sliding_window(window or 0)  # 0 marks "no window" for llama.cpp's phi3 (Phi-4)
         if arch == "exaone4" and window is not None:  # the 32B shape (_refuse): its window and which layers slide
             writer.add_sliding_window(window)
