@@ -98,7 +98,8 @@ CONVERSATIONS = [
      {"role": "assistant", "content": "8 to 9."}, {"role": "user", "content": "주말에도?"}],
 ]
 RECOGNISED_AS = {"llama3": "llama3", "qwen25": "chatml", "qwen3": "qwen3", "mistral": "mistral", "gemma2": "gemma",
-                 "gemma3": "gemma", "phi3": "phi3", "smollm2": "chatml", "exaone4": "exaone4"}
+                 "gemma3": "gemma", "phi3": "phi3", "smollm2": "chatml", "exaone4": "exaone4",
+                 "gemma3vl": "gemma"}
 CHAT_FAMILIES = [f for f in FAMILIES if not f.no_template]
 
 

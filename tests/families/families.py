@@ -40,6 +40,9 @@ class Family:
 LLAMA3_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
                  "<|eom_id|>", "<|python_tag|>")
 GEMMA_TOKENS = ("<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>")
+IMAGE_TOKENS = ("<start_of_image>", "<end_of_image>", "<image_soft_token>")  # Gemma 3's, in its vocabulary
+TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+               "image_size": 28, "patch_size": 14}
 LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
 GEMMA_SIZES = {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": WINDOW,
@@ -83,6 +86,14 @@ FAMILIES = [
            end_of_turn="<end_of_turn>", gguf_arch="gemma3",
            needs="local/global layers with their own RoPE bases, their pattern written into the GGUF; q/k norms; "
                  "the system prompt inside the first user turn"),
+    # Gemma 3 4B and up: the same language model inside a vision-language model (Gemma3ForConditionalGeneration),
+    # which is what AutoModelForCausalLM loads; text rows never reach its vision tower.
+    Family("Gemma 3 (4B+, with vision)", "gemma3vl", "gemma3", {**GEMMA_SIZES, "tie_word_embeddings": True},
+           chat_templates.GEMMA3, {"bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "unk": None},
+           (*GEMMA_TOKENS, *IMAGE_TOKENS), end_of_turn="<end_of_turn>", gguf_arch="gemma3",
+           needs="adapters and full training on the language model only (its first `layers` list is the vision "
+                 "encoder's: freeze and FSDP find the language model's); GGUF of the language model under its "
+                 "text-only names, the vision tower left to llama.cpp's separate mmproj file"),
     # Phi-3: fused qkv and gate/up projections, a sliding window, <|end|> ends turns (EOS is <|endoftext|>).
     Family("Phi-3", "phi3", "phi3", {"sliding_window": LONG_WINDOW, "tie_word_embeddings": False}, chat_templates.PHI3,
            {"bos": "<s>", "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": "<unk>"},
@@ -144,6 +155,13 @@ def family_config(family: Family, tok):
         sizes.pop("num_key_value_heads")
         sizes["intermediate_size"] = 4 * sizes["hidden_size"]
     ids = {f"{kind}_token_id": getattr(tok, f"{kind}_token_id") for kind in ("bos", "eos", "pad")}
+    if family.model_type == "gemma3":  # the language model's config inside the vision-language one
+        text = AutoConfig.for_model("gemma3_text", vocab_size=len(tok), initializer_range=family.initializer_range,
+                                    **ids, **sizes)
+        image = dict(zip(("boi_token_index", "eoi_token_index", "image_token_index"),
+                         tok.convert_tokens_to_ids(list(IMAGE_TOKENS))))
+        return AutoConfig.for_model("gemma3", text_config=text.to_dict(), vision_config=TINY_VISION,
+                                    mm_tokens_per_image=4, initializer_range=family.initializer_range, **image)
     return AutoConfig.for_model(family.model_type, vocab_size=len(tok), initializer_range=family.initializer_range,
                                 **ids, **sizes)
 

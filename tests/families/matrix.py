@@ -17,7 +17,6 @@ bench/family_matrix.py writes them into the README.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -54,11 +53,17 @@ def check_targets(family: Family, model_dir: Path, run: Path) -> str:
 
     from tunesmith.model.methods.lora import LoraMethod
 
-    targets = {t.split(".")[-1] for t in json.loads((run / "adapter_config.json").read_text())["target_modules"]}
+    from safetensors import safe_open
+
+    with safe_open(run / "adapter_model.safetensors", "pt") as adapter:  # what was adapted, not what was asked
+        adapted_names = [k.split(".lora_")[0] for k in adapter.keys() if ".lora_A." in k]
+    targets = {n.split(".")[-1] for n in adapted_names}
     base = AutoModelForCausalLM.from_pretrained(model_dir)
     head = base.get_output_embeddings()
-    linear = {n.split(".")[-1] for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and m is not head}
-    if targets != linear:
+    towers = ("vision_tower", "multi_modal_projector")  # a vision-language model's parts that text never reaches
+    linear = {n.split(".")[-1] for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and m is not head
+              and not any(t in n for t in towers)}
+    if targets != linear or any(t in n for t in towers for n in adapted_names):
         return f"all-linear adapted {sorted(targets)}, the model's linear layers are {sorted(linear)}"
     named = NAMED_TARGETS.get(family.model_type, "q_proj,v_proj")
     wrapped = LoraMethod(lora_target=named).wrap(base, checkpointing=False)

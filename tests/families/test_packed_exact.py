@@ -43,8 +43,9 @@ def grads(model) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("family", FAMILIES, ids=[f.slug for f in FAMILIES])
 def test_packed_loss_and_gradients_equal_eager_rows_alone(family, family_dirs):
     reference = load(family_dirs[family.slug], "eager")
-    window = getattr(reference.config, "sliding_window", None) or WINDOW
-    examples = rows(reference.config.vocab_size, window)
+    config = reference.config.get_text_config()  # a vision-language model's: its language model's
+    window = getattr(config, "sliding_window", None) or WINDOW
+    examples = rows(config.vocab_size, window)
     want = torch.zeros((), dtype=torch.float64)
     for ex in examples:  # the model's own eager forward, one row at a time, full logits
         logits = reference(input_ids=torch.tensor([ex.input_ids]), use_cache=False).logits[0]

@@ -36,6 +36,7 @@ import torch
 from tunesmith.export.formats import GGUF_QUANTS
 from tunesmith.export.gguf_vocab import add_tokenizer
 from tunesmith.export.naming import ExportError
+from tunesmith.model.parts import language_model, unused_by_text
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,24 @@ def _rope(config) -> tuple[float, dict]:
     merged = {**scaling, **params}
     kind = merged.get("rope_type", merged.get("type", "default"))
     return float(theta), {**merged, "rope_type": kind}
+
+
+def _text_tensors(model):
+    """(name, tensor) for every weight of the text model. A multimodal model's (Gemma 3 4B and up) language model
+    goes under the names of its text-only class (model.layers...), as llama.cpp's converter writes it; its vision
+    tower is left out (llama.cpp reads that from a separate mmproj file)."""
+    towers = unused_by_text(model)
+    if towers:
+        log.info("GGUF export: the text model only; %s not written (llama.cpp reads a vision tower from a separate "
+                 "mmproj file: convert_hf_to_gguf.py --mmproj on an --format hf export)", ", ".join(towers))
+    decoder = language_model(model)
+    prefix = next((name for name, module in model.named_modules() if module is decoder), "")
+    for name, tensor in model.state_dict().items():
+        if any(name.startswith(tower + ".") for tower in towers):
+            continue
+        if towers and prefix and name.startswith(prefix + "."):
+            name = "model." + name[len(prefix) + 1:]
+        yield name, tensor
 
 
 def _original_context(config, rope: dict) -> int:
@@ -143,11 +162,11 @@ class _Plan:
 
     def __init__(self, model, quant: str):
         gguf = _gguf()
-        config = model.config
+        config = model.config.get_text_config()  # a multimodal model's language model is what llama.cpp runs
         if config.model_type not in ARCHS:
             raise ExportError(f"GGUF export supports {', '.join(sorted(ARCHS))} models; this is "
                               f"{config.model_type} - use --format hf and llama.cpp's convert_hf_to_gguf.py")
-        if any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        if any(a.endswith("ForSequenceClassification") for a in model.config.architectures or []):
             raise ExportError("reward models (stage=rm) have a score head that llama.cpp cannot run; "
                               "export them with --format hf")
         self.arch = ARCHS[config.model_type]
@@ -164,7 +183,7 @@ class _Plan:
         self.theta, self.rope = _rope(config)
         self.items: list[tuple[str, object, tuple, object]] = []  # (gguf name, type, shape, () -> float32 array)
         tied = getattr(config, "tie_word_embeddings", False)
-        for hf_name, tensor in model.state_dict().items():
+        for hf_name, tensor in _text_tensors(model):
             if hf_name == "lm_head.weight" and tied:
                 continue  # llama.cpp falls back to token_embd when there is no output tensor
             name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -333,7 +352,7 @@ def _write(gguf, plan: _Plan, model, tokenizer, tokenizer_dir: Path, tmp: Path, 
 
     writer = gguf.GGUFWriter(tmp, plan.arch.name)
     plan.add_hparams(writer, _safe_name(name, plan.arch, tokenizer), base_name)
-    add_tokenizer(writer, tokenizer, tokenizer_dir, model.config.vocab_size)
+    add_tokenizer(writer, tokenizer, tokenizer_dir, plan.config.vocab_size)
     total = 0
     for gname, qtype, shape, _ in plan.items:  # the header lists every tensor before any data is written
         nbytes = _nbytes(shape, qtype)

@@ -23,6 +23,7 @@ import torch
 from tunesmith.errors import ConfigError
 from tunesmith.extras import require
 from tunesmith.model.loader import pick_device
+from tunesmith.model.parts import decoder_layers
 
 DEEPSPEED_PRESETS = {
     "zero2": {"zero_optimization": {"stage": 2, "overlap_comm": True, "contiguous_gradients": True}},
@@ -119,7 +120,10 @@ class Parallel:
 
         mesh = init_device_mesh(self.device.type, (self.world,))
         offload = {"offload_policy": CPUOffloadPolicy()} if self.cfg.fsdp_cpu_offload else {}
-        for layer in decoder_layers(model):
+        layers = decoder_layers(model)
+        if not layers:
+            raise ConfigError("config: distributed=fsdp cannot find this model's decoder layers; use distributed=ddp")
+        for layer in layers:
             fully_shard(layer, mesh=mesh, **offload)
         return fully_shard(forward, mesh=mesh, **offload)
 
@@ -207,13 +211,3 @@ class Parallel:
 
         full = self.strategy == "fsdp"
         set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=full))
-
-
-def decoder_layers(model) -> list[torch.nn.Module]:
-    """The repeated blocks to shard one by one (peft and DDP wrappers looked through)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for module in inner.modules():
-        layers = getattr(module, "layers", None) or getattr(module, "h", None)
-        if isinstance(layers, torch.nn.ModuleList) and len(layers):
-            return list(layers)
-    raise ConfigError("config: distributed=fsdp cannot find this model's decoder layers; use distributed=ddp")

@@ -5,14 +5,7 @@ from __future__ import annotations
 
 from tunesmith.errors import ConfigError
 from tunesmith.model.methods.base import Method
-
-
-def decoder_layers(model):
-    for module in model.modules():
-        layers = getattr(module, "layers", None) or getattr(module, "h", None)
-        if layers is not None and len(layers) and hasattr(layers, "__getitem__"):
-            return layers
-    raise ConfigError("config: method=freeze cannot find this model's decoder layers; use method=lora")
+from tunesmith.model.parts import decoder_layers
 
 
 class FreezeMethod(Method):
@@ -29,6 +22,8 @@ class FreezeMethod(Method):
         for p in model.parameters():
             p.requires_grad_(False)
         layers = decoder_layers(model)
+        if not layers:
+            raise ConfigError("config: method=freeze cannot find this model's decoder layers; use method=lora")
         if self.freeze_layers > len(layers):
             raise ConfigError(f"config: freeze_layers={self.freeze_layers} but the model has {len(layers)} layers")
         for layer in list(layers)[len(layers) - self.freeze_layers:]:

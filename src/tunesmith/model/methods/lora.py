@@ -3,9 +3,12 @@ The run holds the adapter only."""
 
 from __future__ import annotations
 
+import re
+
 from tunesmith.errors import ConfigError
 from tunesmith.model.lora_addmm import use_addmm_lora
 from tunesmith.model.methods.base import Method
+from tunesmith.model.parts import unused_by_text
 
 
 def lora_targets(target: str | list[str]) -> str | list[str]:
@@ -34,9 +37,11 @@ class LoraMethod(Method):
         from peft import LoraConfig, get_peft_model
 
         model = self.prepare(model, checkpointing)
+        unused = unused_by_text(model)  # a multimodal model's towers: text-only rows never reach their layers
         config = LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout,
                             target_modules=lora_targets(self.target), use_dora=self.use_dora, bias="none",
-                            task_type="SEQ_CLS" if heads else "CAUSAL_LM", modules_to_save=list(heads) or None)
+                            task_type="SEQ_CLS" if heads else "CAUSAL_LM", modules_to_save=list(heads) or None,
+                            exclude_modules="|".join(rf"{re.escape(name)}(\..*)?" for name in unused) or None)
         try:
             model = get_peft_model(model, config)
         except ValueError as e:  # peft names the missing modules; keep its first line
