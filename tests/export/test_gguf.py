@@ -240,16 +240,6 @@ def test_unsupported_architecture_is_refused(small_model_dir, tmp_path):
     assert not list(tmp_path.glob("*.gguf*"))
 
 
-def test_sentencepiece_vocabularies_are_refused(tmp_path):
-    from tunesmith.export.gguf_vocab import check_byte_level_bpe
-
-    (tmp_path / "tokenizer.json").write_text(json.dumps({
-        "model": {"type": "BPE", "byte_fallback": True, "vocab": {}, "merges": []},
-        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581"}}))
-    with pytest.raises(ExportError, match="sentencepiece-style vocabulary - export with --format hf"):
-        check_byte_level_bpe(tmp_path)
-
-
 def test_concurrent_first_use_conversions_both_succeed(merged, tmp_path):
     """Two processes (a Web UI preview beside a training run, or two ranks) converting the same GGUF at once."""
     import subprocess

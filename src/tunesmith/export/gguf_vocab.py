@@ -1,16 +1,24 @@
-"""Tokenizer metadata for GGUF, the way llama.cpp's convert_hf_to_gguf.py writes a byte-level BPE vocabulary.
+"""Tokenizer metadata for GGUF, the way llama.cpp's convert_hf_to_gguf.py writes a vocabulary: byte-level BPE (Llama 3,
+Qwen, SmolLM, Mistral Nemo) as llama.cpp's `gpt2` model, sentencepiece-style BPE with byte fallback (Llama 2,
+TinyLlama, Mistral 7B v0.x, Gemma, Phi-3-mini, SOLAR/EEVE) as its `llama` (SPM) model.
 
 llama.cpp tokenizes from the file alone, so the file must say everything: the token strings (byte-level spelling)
 in id order, each token's type (normal, control = special, user-defined = added but not special, unused = padding
 rows), the merges, the special token ids, whether BOS/EOS are added, and `tokenizer.ggml.pre` - the name of the
 pre-tokenizer regex llama.cpp should split text with. That name is found like the converter finds it: by hashing the
 token ids of a fixed probe text and looking the hash up in a table of known pre-tokenizers.
+
+A sentencepiece-style vocabulary is read from tokenizer.json (no tokenizer.model or sentencepiece package needed):
+llama.cpp's SPM tokenizer merges the adjacent pair whose joined piece scores highest, so each piece scores minus the
+rank of the first merge that makes it, which gives the merges the order the BPE model applies them in; `<0xNN>`
+pieces are byte tokens; whether a space is put before the text comes from encoding "a" (Llama 2: "▁a"; Gemma: "a").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from hashlib import sha256
 from pathlib import Path
 
@@ -43,7 +51,8 @@ KNOWN_PRE = {
 }
 
 # gguf TokenType values (written as plain ints so this module imports without gguf)
-NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 def _plain_gpt2_split(spec: dict) -> bool:
@@ -95,8 +104,9 @@ def vocabulary(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     return tokens, types
 
 
-def check_byte_level_bpe(tokenizer_dir: Path) -> dict:
-    """The tokenizer.json, if it is byte-level BPE (GPT-2 style: Llama 3, Qwen2, SmolLM, Mistral Nemo)."""
+def read_tokenizer_spec(tokenizer_dir: Path) -> tuple[str, dict]:
+    """llama.cpp's tokenizer model for this tokenizer.json ("gpt2": byte-level BPE, "llama": sentencepiece-style BPE
+    with byte fallback) and the parsed file."""
     path = tokenizer_dir / "tokenizer.json"
     if not path.exists():
         raise ExportError(f"{tokenizer_dir.name}: no tokenizer.json; GGUF export needs a fast (tokenizers) "
@@ -106,11 +116,13 @@ def check_byte_level_bpe(tokenizer_dir: Path) -> dict:
     parts = [spec.get("pre_tokenizer") or {}]
     parts += parts[0].get("pretokenizers", []) if isinstance(parts[0], dict) else []
     byte_level = any(isinstance(p, dict) and p.get("type") == "ByteLevel" for p in parts)
-    if model.get("type") != "BPE" or model.get("byte_fallback") or not byte_level:
-        raise ExportError("GGUF export writes byte-level BPE tokenizers (Llama 3, Qwen2, SmolLM, Mistral Nemo); "
-                          "this one is a sentencepiece-style vocabulary - export with --format hf and convert "
-                          "with llama.cpp's convert_hf_to_gguf.py")
-    return spec
+    if model.get("type") == "BPE" and model.get("byte_fallback") and not byte_level:
+        return "llama", spec
+    if model.get("type") == "BPE" and byte_level and not model.get("byte_fallback"):
+        return "gpt2", spec
+    raise ExportError(f"GGUF export writes BPE vocabularies (byte-level or sentencepiece-style with byte fallback); "
+                      f"this tokenizer is {model.get('type', 'unknown')} - export with --format hf and convert with "
+                      "llama.cpp's convert_hf_to_gguf.py")
 
 
 def merges_of(spec: dict) -> list[str]:
@@ -122,6 +134,16 @@ def merges_of(spec: dict) -> list[str]:
             for pair in merges]
 
 
+def piece_scores(spec: dict, tokens: list[str]) -> list[float]:
+    """Sentencepiece scores from the BPE merges: minus the rank of the first merge that makes each piece (0 for
+    pieces no merge makes: characters, bytes, special tokens)."""
+    rank: dict[str, int] = {}
+    for r, pair in enumerate(spec["model"].get("merges") or []):
+        left, right = pair.split(" ", 1) if isinstance(pair, str) else pair
+        rank.setdefault(left + right, r)
+    return [-float(rank[t]) if t in rank else 0.0 for t in tokens]
+
+
 def adds_special(tokenizer) -> tuple[bool, bool]:
     """Whether encoding adds BOS / EOS - asked of the tokenizer itself rather than parsed from its config."""
     ids = tokenizer.encode("a")
@@ -130,15 +152,38 @@ def adds_special(tokenizer) -> tuple[bool, bool]:
     return bos, eos
 
 
+def space_prefix(tokenizer) -> bool:
+    """Whether the tokenizer puts a space before the text, as llama.cpp's SPM tokenizer does before the text and after
+    every special token. A tokenizer that adds one only where the text has none (transformers' `legacy: false`
+    Metaspace) is told apart by " a", and warned about: llama.cpp adds a second one there."""
+    def pieces(text: str) -> str:
+        return "".join(tokenizer.convert_ids_to_tokens(tokenizer.encode(text, add_special_tokens=False)))
+
+    prefix = pieces("a").startswith("\u2581")
+    if prefix and not pieces(" a").startswith("\u2581\u2581"):
+        log.warning("GGUF export: this tokenizer puts a space before the text only where it has none; llama.cpp puts "
+                    "one before the text and after every special token, so a prompt with text right after a special "
+                    "token (most chat templates) may be read into other tokens than in training")
+    return prefix
+
+
 def add_tokenizer(writer, tokenizer, tokenizer_dir: Path, vocab_size: int) -> None:
     """Write tokenizer.ggml.* and tokenizer.chat_template (the training template) into `writer`."""
-    spec = check_byte_level_bpe(tokenizer_dir)
+    model, spec = read_tokenizer_spec(tokenizer_dir)
     tokens, types = vocabulary(tokenizer, vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer, spec))
+    writer.add_tokenizer_model(model)
+    if model == "gpt2":
+        writer.add_tokenizer_pre(pre_tokenizer_name(tokenizer, spec))
+        writer.add_token_merges(merges_of(spec))
+    else:
+        writer.add_tokenizer_pre("default")
+        unk = tokenizer.unk_token_id
+        types = [UNKNOWN if i == unk else BYTE if t == NORMAL and BYTE_PIECE.fullmatch(token) else t
+                 for i, (token, t) in enumerate(zip(tokens, types))]
+        writer.add_token_scores(piece_scores(spec, tokens))
+        writer.add_add_space_prefix(space_prefix(tokenizer))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(merges_of(spec))
     for kind in ("bos", "eos", "unk", "pad"):
         token_id = getattr(tokenizer, f"{kind}_token_id")
         if token_id is not None and token_id < vocab_size:
