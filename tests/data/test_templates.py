@@ -3,7 +3,7 @@
 import pytest
 
 from tunesmith.config import load_config
-from tunesmith.data.dataset import encode_conversation
+from tunesmith.data.dataset import encode_conversation, wants_bos
 from tunesmith.data.formats import Conversation
 from tunesmith.data.packing import IGNORE
 from tunesmith.data.templates import ALPACA_SYSTEM, get_template
@@ -99,7 +99,7 @@ CONVERSATIONS = [
 ]
 RECOGNISED_AS = {"llama3": "llama3", "qwen25": "chatml", "qwen3": "qwen3", "mistral": "mistral", "gemma2": "gemma",
                  "gemma3": "gemma", "phi3": "phi3", "smollm2": "chatml", "exaone4": "exaone4",
-                 "gemma3vl": "gemma"}
+                 "gemma3vl": "gemma", "tinyllama": "zephyr"}
 CHAT_FAMILIES = [f for f in FAMILIES if not f.no_template]
 
 
@@ -131,7 +131,10 @@ def test_each_familys_own_template_is_recognised_and_answers_end_with_its_end_of
     messages = ([{"role": "system", "content": conv.system}] if conv.system else []) + conv.messages
     prompt = template.render(tokenizer, messages[:-1], add_generation_prompt=True)
     answer_at = max(i for i, label in enumerate(ex.labels) if label != IGNORE and ex.labels[i - 1] == IGNORE)
-    assert tokenizer.decode(ex.input_ids[:answer_at]) == prompt
+    bos = [tokenizer.bos_token_id] if wants_bos(tokenizer, template) else []
+    sent = bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]  # decoded alike: sentencepiece's spaces
+    assert tokenizer.decode(ex.input_ids[:answer_at]) == tokenizer.decode(sent)
+    assert ex.input_ids[answer_at - 3:answer_at] == sent[-3:]  # the answer follows the very tokens chat ends with
 
 
 @pytest.mark.parametrize("slug, error, named, start", [
@@ -186,3 +189,16 @@ def test_a_base_model_without_template_gets_the_one_its_vocabulary_fits_and_says
     with caplog.at_level("INFO", logger="tunesmith.data.templates"):
         assert get_template("auto", tokenizer).name == chosen
     assert f"using template={chosen}" in caplog.text and "no chat template" in caplog.text
+
+
+def test_a_sentencepiece_conversation_reads_as_one_pass_without_a_space_before_each_piece(embedded_dir):
+    """Tokenized piece by piece, Llama 2's vocabulary (TinyLlama, Mistral 7B, SOLAR/EEVE) starts every piece with `▁`:
+    the model learned "▁8" after "<|assistant|>\\n", where chat reads and writes "8"."""
+    tokenizer = family_tokenizer(embedded_dir, next(f for f in FAMILIES if f.slug == "tinyllama"))
+    template = get_template("auto", tokenizer)
+    conv = Conversation(CONVERSATIONS[2], system="Be brief.")
+    ex = encode_conversation(conv, template, tokenizer, cutoff_len=1024)
+    whole = template.render(tokenizer, [{"role": "system", "content": conv.system}, *conv.messages])
+    assert ex.input_ids == tokenizer(whole)["input_ids"]
+    first = [tokenizer.convert_ids_to_tokens(span[0]) for span in answer_spans(ex)]
+    assert not any(t.startswith("\u2581") for t in first), first

@@ -1,8 +1,7 @@
 """GGUF export of sentencepiece-style vocabularies (Llama 2, TinyLlama, Mistral 7B v0.x, Gemma, Phi-3-mini, SOLAR/
-EEVE): BPE with byte fallback, `▁` for spaces, written as llama.cpp's SPM (`llama`) tokenizer. The tokenizers here are
-built the way transformers converts a sentencepiece model (tokenizers' BPE trained on the FAQ text, with Llama 2's
-layout: <unk> <s> </s>, the 256 byte pieces, then the learned pieces), with Llama 2's leading space or without it, as
-Gemma's; llama.cpp must read every text into our ids from the file alone."""
+EEVE): BPE with byte fallback, `▁` for spaces, written as llama.cpp's SPM (`llama`) tokenizer. The tokenizers here
+(tests/families/spm.py, trained on the FAQ text) have Llama 2's leading space or not, as Gemma's; llama.cpp must read
+every text into our ids from the file alone."""
 
 from __future__ import annotations
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import QA
+from tests.families.spm import spm_tokenizer
 from tests.export.test_gguf import compare_llama_cpp
 from tunesmith.export import ExportError
 from tunesmith.export.gguf_writer import write_gguf
@@ -21,26 +21,9 @@ TEXTS = ["Support is open from 8 AM to 9 PM.", "고객센터 🚀 전화번호�
 
 
 def save_spm_tokenizer(folder, space_prefix: bool):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    corpus = [text for pair in QA for text in pair] * 10
-    learner = Tokenizer(models.BPE())
-    learner.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first" if space_prefix else "never")
-    learner.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, show_progress=False))
-    vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)])}
-    for piece, _ in sorted(learner.get_vocab().items(), key=lambda kv: kv[1]):
-        vocab.setdefault(piece, len(vocab))
-    merges = [tuple(m) for m in json.loads(learner.to_str())["model"]["merges"]]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    steps = [normalizers.Prepend("\u2581")] if space_prefix else []
-    tok.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "\u2581")])
-    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                     *([decoders.Strip(" ", 1, 0)] if space_prefix else [])])
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    wrapped.save_pretrained(folder)
-    return wrapped
+    tokenizer = spm_tokenizer([text for pair in QA for text in pair], space_prefix)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
 
 
 @pytest.mark.parametrize("space_prefix", [True, False], ids=["llama2-style", "gemma-style"])

@@ -1,5 +1,6 @@
 """The model families of the matrix: for each, a tokenizer carrying the family's real special tokens and chat template
-(the embedded SmolLM2 byte-level BPE vocabulary plus the family's added tokens; nothing is downloaded) and a tiny
+(the embedded SmolLM2 byte-level BPE vocabulary, or for TinyLlama a sentencepiece-style one from tests/families/spm.py,
+plus the family's added tokens; nothing is downloaded) and a tiny
 random model built from the family's own config class - 2 layers, width 64, heads of 16 - with the features that
 make the family differ: sliding windows shorter than the test rows, attention and final-logit soft-capping, q/k
 norms, qkv biases, fused qkv/gate-up projections, partial rotary, tied or untied embeddings."""
@@ -35,6 +36,7 @@ class Family:
     gguf_arch: str | None = None  # llama.cpp's architecture name; None: not exportable to GGUF
     initializer_range: float = 0.2  # large enough random weights that LoRA memorises the answers in a few steps
     needs: str = ""  # what the family needed (the README table's last column)
+    sentencepiece: bool = False  # a sentencepiece-style vocabulary (tests/families/spm.py) instead of SmolLM2's
 
 
 LLAMA3_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
@@ -119,6 +121,12 @@ FAMILIES = [
            end_of_turn="[|endofturn|]", gguf_arch="exaone4",
            needs="its template recognised as exaone4 (the empty think block is prompt, before every answer); norms "
                  "after attention and MLP, q/k norms, Llama 3.1 RoPE scaling written as rope_freqs"),
+    # TinyLlama-1.1B-Chat (Llama 2's sentencepiece vocabulary): the Zephyr template, <|user|> etc. as plain text.
+    Family("TinyLlama (Llama 2 vocabulary)", "tinyllama", "llama", {"tie_word_embeddings": False},
+           chat_templates.TINYLLAMA, {"bos": "<s>", "eos": "</s>", "pad": None, "unk": "<unk>"},
+           end_of_turn="</s>", gguf_arch="llama", sentencepiece=True,
+           needs="its Zephyr template recognised as zephyr; a sentencepiece vocabulary (byte fallback, a space before "
+                 "the text and after every special token) written as llama.cpp's SPM tokenizer"),
     # SmolLM2: the embedded tokenizer as it is (ChatML with a default system prompt), a Llama model.
     Family("SmolLM2", "smollm2", "llama", {"tie_word_embeddings": True}, None, {}, (), end_of_turn="<|im_end|>",
            gguf_arch="llama", needs="the embedded model's own template (ChatML, default system prompt); PAD is the "
@@ -131,7 +139,13 @@ def family_tokenizer(embedded_dir: Path, family: Family):
     """The embedded tokenizer turned into the family's: its special tokens added and named, its chat template."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(embedded_dir)
+    if family.sentencepiece:
+        from tests.conftest import QA
+        from tests.families.spm import spm_tokenizer
+
+        tok = spm_tokenizer([text for pair in QA for text in pair])
+    else:
+        tok = AutoTokenizer.from_pretrained(embedded_dir)
     names = {kind: token for kind, token in family.special.items() if token is not None}
     extra = [t for t in family.added if t not in names.values()]
     tok.add_special_tokens({f"{kind}_token": token for kind, token in names.items()}

@@ -93,14 +93,34 @@ def encode_conversation(conv: Conversation, template: Template, tokenizer, cutof
     if wants_bos(tokenizer, template):
         ids.append(tokenizer.bos_token_id)
         labels.append(IGNORE)
-    for text, is_answer in template.segments(tokenizer, conv.messages, conv.system):
-        piece = tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids += piece
-        labels += piece if (is_answer or train_on_prompt) else [IGNORE] * len(piece)
+    pieces = template.segments(tokenizer, conv.messages, conv.system)
+    for token, trained in _tokenize_pieces(tokenizer, pieces):
+        ids.append(token)
+        labels.append(token if (trained or train_on_prompt) else IGNORE)
     ids, labels = ids[:cutoff_len], labels[:cutoff_len]
     if all(label == IGNORE for label in labels[1:]):
         return None  # the answer was cut off entirely: nothing to learn from this row
     return Example(ids, labels)
+
+
+def _tokenize_pieces(tokenizer, pieces: list[tuple[str, bool]]) -> list[tuple[int, bool]]:
+    """(token id, is answer) for the conversation, each piece read as it continues the piece before it, as chat and
+    serving read a whole prompt in one pass. Tokenized alone, a piece of a sentencepiece vocabulary with a leading
+    space (Llama 2, TinyLlama, Mistral 7B, SOLAR/EEVE) starts with `▁`: the model would learn "▁8" after a newline
+    where at inference it reads and writes "8". So a piece's tokens are what tokenizing it together with the previous
+    piece adds after that piece's own tokens; where the two split differently across the boundary (GPT-2-style
+    splitting reads the "\n\n" before "네" as two tokens, at the end of a prompt as one), the piece alone, which is
+    how a prompt ending there is read."""
+    texts = [text for text, _ in pieces]
+    encoded = tokenizer(texts + [a + b for a, b in zip(texts, texts[1:])], add_special_tokens=False)["input_ids"]
+    alone, joined = encoded[:len(texts)], encoded[len(texts):]
+    out: list[tuple[int, bool]] = []
+    for i, (_, trained) in enumerate(pieces):
+        tokens = alone[i]
+        if i and joined[i - 1][:len(alone[i - 1])] == alone[i - 1]:
+            tokens = joined[i - 1][len(alone[i - 1]):]
+        out += [(token, trained) for token in tokens]
+    return out
 
 
 def wants_bos(tokenizer, template: Template | None) -> bool:

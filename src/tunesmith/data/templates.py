@@ -70,6 +70,8 @@ FORMATS: dict[str, ChatFormat] = {
     # Mistral (v0.3 / Nemo / tekken spelling): [INST]...[/INST] answer EOS; the system prompt opens the last user turn.
     "mistral": ChatFormat("mistral", {"system": ("", "\n\n"), "user": ("[INST]", "[/INST]"), "assistant": ("", EOS)},
                           bos=BOS, system_in=LAST_USER),
+    # Zephyr (TinyLlama-1.1B-Chat, zephyr-7b, StableLM Zephyr): <|role|> lines as plain text, every turn ended by EOS.
+    "zephyr": ChatFormat("zephyr", wrap("<|{role}|>\n", EOS + "\n"), "<|assistant|>\n"),
     # EXAONE 4.0 as its template runs by default (reasoning off): every answer, past ones too, follows an empty
     # think block, which is prompt; [|endofturn|] (its EOS) ends every turn.
     "exaone4": ChatFormat("exaone4", {**wrap("[|{role}|]\n", "[|endofturn|]\n"),
