@@ -1,8 +1,8 @@
 """The chat templates the families ship in their tokenizer_config.json, as they are (tool-calling branches included):
 Llama 3.3, Qwen3, Gemma 2, Phi-3.5 and Mistral Nemo as mirrored in llama.cpp's models/templates/, Qwen2.5 and Gemma 3
 as published with Qwen2.5-*-Instruct and gemma-3-*-it; EXAONE 4.0's in exaone4.jinja (its chat_template.jinja, with tool
-calls and reasoning; Ollama's exaone4 renderer writes the same text), TinyLlama-1.1B-Chat's (Zephyr's) as published.
-SmolLM2 keeps the embedded tokenizer's; Polyglot-ko has none."""
+calls and reasoning; Ollama's exaone4 renderer writes the same text) and TinyLlama-1.1B-Chat's (Zephyr's) in
+tinyllama.jinja, as published. SmolLM2 keeps the embedded tokenizer's; Polyglot-ko has none."""
 
 from pathlib import Path
 
@@ -403,9 +403,4 @@ PHI3 = ("{% for message in messages %}{% if message['role'] == 'system' and mess
         "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")
 
 EXAONE4 = Path(__file__).with_name("exaone4.jinja").read_text(encoding="utf-8")
-
-TINYLLAMA = ("{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
-             "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}"
-             "\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
-             "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n"
-             "{% endfor %}")
+TINYLLAMA = Path(__file__).with_name("tinyllama.jinja").read_text(encoding="utf-8")  # no newline at its end
