@@ -8,9 +8,10 @@ Follows llama.cpp's convert_hf_to_gguf.py, one `Arch` per transformers model typ
 - Qwen2 (q/k/v biases) and Qwen3 (q/k norms) keep Hugging Face's order.
 - Gemma 2 and 3: norms are stored as 1 + w (Gemma's RMSNorm scales by 1 + w, llama.cpp's by w); soft-capping,
   the sliding window and, for Gemma 3, which layers slide and the local RoPE base go into the metadata.
-- Phi-3: fused qkv and gate/up projections, as llama.cpp's phi3 reads them; LongRoPE (Phi-4-mini) as
-  its long and short factor tensors and transformers' cos/sin scale. llama.cpp picks the long factors whenever its
-  context exceeds the pre-training one, transformers when the sequence does (the converter's behaviour as well).
+- Phi-3: fused qkv and gate/up projections, as llama.cpp's phi3 reads them; LongRoPE (Phi-4-mini) as its long and
+  short factor tensors and transformers' cos/sin scale. llama.cpp picks the long factors whenever its context exceeds
+  the pre-training one, transformers when the sequence does (the converter's behaviour as well).
+- A vision-language model (Gemma 3 4B and up): its language model, under its text-only class's names.
 - EXAONE 4: norms after attention and MLP, q/k norms, Hugging Face's order. llama.cpp slides windows only in the
   64-layer (32B) shape, with RoPE on the sliding layers only, as transformers does; other windowed shapes are refused.
 - GPT-NeoX (Polyglot-ko): each head's q, k, v are interleaved in query_key_value; llama.cpp wants all q rows, then
@@ -196,7 +197,7 @@ class _Plan:
             factors = _llama3_rope_factors(self.head_dim, self.theta, self.rope)
             self.items.append((gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight",
                                gguf.GGMLQuantizationType.F32, factors.shape, lambda: factors))
-        elif self.rope["rope_type"] == "longrope" and self.arch.name == "phi3":  # Phi-4-mini, Phi-3.5-mini
+        elif self.rope["rope_type"] == "longrope" and self.arch.name == "phi3":  # Phi-4-mini
             for kind in ("long", "short"):
                 factors = np.asarray(self.rope[f"{kind}_factor"], dtype=np.float32)
                 tensor = getattr(gguf.MODEL_TENSOR, f"ROPE_FACTORS_{kind.upper()}")
