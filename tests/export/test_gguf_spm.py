@@ -15,6 +15,7 @@ from tests.families.spm import spm_tokenizer
 from tests.export.test_gguf import compare_llama_cpp
 from tunesmith.export import ExportError
 from tunesmith.export.gguf_writer import write_gguf
+from tunesmith.model.loader import gguf_tokenizer
 
 TEXTS = ["Support is open from 8 AM to 9 PM.", "고객센터 🚀 전화번호는?", "  two  spaces\nnew line\n\n", "x",
          " leading", "tab\there", "Ünïcödé ÷ 😶\u200d🌫️", "<s> inside text </s>"]
@@ -45,6 +46,14 @@ def test_llama_cpp_reads_every_text_into_our_ids_and_runs_the_model(space_prefix
     ids = torch.tensor([tokenizer.encode(" ".join(TEXTS[:2]))])
     rms, worst, agree = compare_llama_cpp(model, path, ids)
     assert rms < 5e-3 and agree >= 0.95, (rms, worst, agree)
+    if not space_prefix:  # transformers reads a GGUF's sentencepiece vocabulary by architecture: Gemma's without
+        return  # a leading space, a Llama's with one
+    # chat and serve read the file's tokenizer through transformers: the same ids (its own reading of a Llama 2
+    # vocabulary put no space after a special token, where training and llama.cpp do)
+    read_back = gguf_tokenizer(path)
+    for text in TEXTS:
+        assert read_back(text, add_special_tokens=False)["input_ids"] == tokenizer(text, add_special_tokens=False)[
+            "input_ids"], text
 
 
 def test_unigram_vocabularies_are_refused(tmp_path):

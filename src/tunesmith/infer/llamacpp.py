@@ -180,11 +180,9 @@ def _quiet(level, text, user_data):
 
 def load(spec: str | None, name: str | None, rows: int, threads: int | None = None) -> LlamaCppModel:
     """A .gguf file (or the embedded model, itself a GGUF) served by llama.cpp."""
-    from transformers import AutoTokenizer
-
     from tunesmith.data.templates import get_template
     from tunesmith.infer.engine import Engine
-    from tunesmith.model.loader import EMBEDDED_NAME, embedded_gguf
+    from tunesmith.model.loader import EMBEDDED_NAME, embedded_gguf, gguf_tokenizer
 
     need_llama_cpp()
     path = Path(spec).expanduser() if spec else embedded_gguf()
@@ -192,7 +190,7 @@ def load(spec: str | None, name: str | None, rows: int, threads: int | None = No
         raise ConfigError(f"serve: --engine llamacpp serves .gguf files; {spec} is not one (export a run with "
                           f"`tunesmith export RUN --format gguf`, or use --engine transformers)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        tokenizer = gguf_tokenizer(path)
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds for a GGUF it cannot read
         raise ModelError(f"{path}: could not read the tokenizer in this GGUF ({e})") from None
     if tokenizer.pad_token is None:

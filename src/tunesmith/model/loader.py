@@ -87,11 +87,31 @@ def _file_lock(path: Path):
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def gguf_tokenizer(gguf: Path):
+    """The tokenizer of a GGUF file, reading text as llama.cpp reads that file. For a sentencepiece (`llama`)
+    vocabulary with a leading space, transformers writes `▁` only at the very start of the text (Metaspace,
+    prepend_scheme=first), where llama.cpp - and Llama 2's own tokenizer, which such models trained with - put one
+    before the text and after every special token: `Q</s>\n<|assistant|>` would be read otherwise right after
+    `</s>`. Such a tokenizer gets Llama 2's normalizer (a `▁` before every stretch of text between special tokens)."""
+    from tokenizers import normalizers
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer
+    spec = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    if spec.get("type") == "Metaspace" and spec.get("prepend_scheme") == "first":
+        backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+        backend.pre_tokenizer = None
+    return tokenizer
+
+
 def _convert(gguf: Path, out: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     log.info("Converting %s to safetensors once (about 30 s); cached at %s", gguf.name, out)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = gguf_tokenizer(gguf)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = quantized.config
     state = quantized.state_dict()
