@@ -1,9 +1,9 @@
 """The model families of the matrix: for each, a tokenizer carrying the family's real special tokens and chat template
-(the embedded SmolLM2 byte-level BPE vocabulary, or for TinyLlama a sentencepiece-style one from tests/families/spm.py,
-plus the family's added tokens; nothing is downloaded) and a tiny
-random model built from the family's own config class - 2 layers, width 64, heads of 16 - with the features that
-make the family differ: sliding windows shorter than the test rows, attention and final-logit soft-capping, q/k
-norms, qkv biases, fused qkv/gate-up projections, partial rotary, tied or untied embeddings."""
+(the embedded SmolLM2 byte-level BPE vocabulary, or for TinyLlama a sentencepiece-style one from
+tests/families/spm.py, plus the family's added tokens; nothing is downloaded) and a tiny random model built from the
+family's own config class - 2 layers, width 64, heads of 16 - with the features that make the family differ: sliding
+windows shorter than the test rows, attention and final-logit soft-capping, q/k norms, qkv biases, fused qkv/gate-up
+projections, partial rotary, tied or untied embeddings."""
 
 from __future__ import annotations
 
