@@ -8,9 +8,9 @@ Formats (auto-detected from the first row's columns, or forced with `dataset_for
 - sharegpt: conversations: [{from: human|gpt|system, value}], system (optional). Turns without roles are read
             as LIMA and Capybara publish them: a list of texts (user first), or [{input, output}] exchanges.
 - openai:   messages: [{role: system|user|assistant, content}] (also under conversations, or conversation as in
-            lmsys-chat-1m and WildChat; or TRL's conversational prompt + completion turns); content may be a list of parts, whose text parts are kept (OpenAI's
-            {type: text, text}, LLaMA-Factory v1's {type: text, value}); an answer with `loss_weight: 0` (v1) is
-            context, not learnt.
+            lmsys-chat-1m and WildChat; or TRL's conversational prompt + completion turns); content may be a list
+            of parts, whose text parts are kept (OpenAI's {type: text, text}, LLaMA-Factory v1's {type: text,
+            value}); an answer with `loss_weight: 0` (v1) is context, not learnt.
 - text:     text, or content as code corpora name it (raw documents, for pretraining). For stage=sft, a text that
             is a rendered chat (Guanaco's "### Human:", HH-RLHF, Llama 2's [INST], ChatML, Llama 3; see
             data.transcripts) is read back as its turns.
@@ -100,8 +100,8 @@ class _Ctx:
 def detect_format(row: dict[str, Any]) -> str:
     if _column(row, "chosen") in row and _column(row, "rejected") in row:  # (LLaMA-Factory v1: chosen_messages)
         return "preference"
-    if "messages" in row or (isinstance(row.get("prompt"), list) and "completion" in row):  # (TRL's conversational
-        return "openai"  # prompt-completion rows: the prompt's turns, then the completion's)
+    if "messages" in row or _prompt_completion_turns(row):
+        return "openai"
     key = next((k for k in TURN_KEYS if k in row), None)
     if key is not None:
         turns = row[key]  # not a list (5, {...}): sharegpt's converter names the key and the fix
@@ -203,6 +203,11 @@ def _short(value: Any, limit: int = 60) -> str:
     except RecursionError:
         text = f"<{type(value).__name__} nested too deeply>"
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _prompt_completion_turns(row: dict[str, Any]) -> bool:
+    """TRL's conversational prompt-completion row: the prompt's turns, then the completion's."""
+    return isinstance(row.get("prompt"), list) and "completion" in row
 
 
 def _refuse_unpaired(ctx: _Ctx, obj: dict[str, Any]) -> None:
@@ -317,7 +322,7 @@ def _with_roles(turns: Any) -> Any:
 
 def _openai(ctx: _Ctx, obj: dict[str, Any]) -> Conversation:
     key = next((k for k in ("messages", *TURN_KEYS) if k in obj), "messages")
-    if key not in obj and isinstance(obj.get("prompt"), list) and "completion" in obj:
+    if key not in obj and _prompt_completion_turns(obj):
         _refuse_unpaired(ctx, obj)
         completion = obj["completion"]
         turns = completion if isinstance(completion, list) else [{"role": "assistant", "content": completion}]

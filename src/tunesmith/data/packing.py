@@ -101,7 +101,10 @@ def pad_rows(examples: list[Example]) -> MicroBatch:
     never seen from a row's own positions."""
     longest = max(len(ex) for ex in examples)
     alone = [pack_rows([ex]) for ex in examples]
-    grow = lambda t, fill: F.pad(t, (0, longest - t.shape[1]), value=fill)  # noqa: E731
+
+    def grow(row: torch.Tensor, fill: int) -> torch.Tensor:
+        return F.pad(row, (0, longest - row.shape[1]), value=fill)
+
     return MicroBatch(torch.cat([grow(b.input_ids, 0) for b in alone]),
                       torch.cat([grow(b.position_ids, 0) for b in alone]),
                       torch.cat([grow(b.targets, IGNORE) for b in alone]),

@@ -61,12 +61,13 @@ def read_rows(source: str, split: str = "train") -> list[Row]:
         parts = [part.strip() for part in source.split(",")]
         if len(parts) > 1 and all(parts):  # dataset=a.jsonl,b.jsonl (as LLaMA-Factory lists its datasets)
             return [row for part in parts for row in read_rows(part, split)]
-        matches = sorted(glob.glob(str(path), recursive=True)) if glob.has_magic(source) else []
-        if matches:  # dataset='data/*.jsonl', as datasets' data_files take it
-            return [row for match in matches for row in read_rows(match, split)]
-        if glob.has_magic(source) and is_data_file_name(source):
-            raise DataError(f"{source}: no file matches this pattern; check the path (relative paths start at the "
-                            "current folder)")
+        if glob.has_magic(source):  # dataset='data/*.jsonl', as datasets' data_files take it
+            matches = sorted(glob.glob(str(path), recursive=True))
+            if matches:
+                return [row for match in matches for row in read_rows(match, split)]
+            if is_data_file_name(source):
+                raise DataError(f"{source}: no file matches this pattern; check the path (relative paths start at "
+                                "the current folder)")
         if is_data_file_name(source) or "/" not in source.strip("/"):
             fix = _llamafactory_name(source) or "check the path (relative paths start at the current folder)"
             raise DataError(f"{source}: file not found; {fix}")

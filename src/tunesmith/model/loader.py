@@ -93,15 +93,13 @@ def gguf_tokenizer(gguf: Path):
     prepend_scheme=first), where llama.cpp - and Llama 2's own tokenizer, which such models trained with - put one
     before the text and after every special token: `Q</s>\n<|assistant|>` would be read otherwise right after
     `</s>`. Such a tokenizer gets Llama 2's normalizer (a `▁` before every stretch of text between special tokens)."""
-    from tokenizers import normalizers
+    from tokenizers import normalizers, pre_tokenizers
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return tokenizer
-    spec = json.loads(backend.to_str()).get("pre_tokenizer") or {}
-    if spec.get("type") == "Metaspace" and spec.get("prepend_scheme") == "first":
+    pre = getattr(backend, "pre_tokenizer", None)
+    if isinstance(pre, pre_tokenizers.Metaspace) and pre.prepend_scheme == "first":
         backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
         backend.pre_tokenizer = None
     return tokenizer
